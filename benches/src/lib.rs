@@ -1,0 +1,1 @@
+//! Criterion benches for llama-embedding; see benches/benches/.

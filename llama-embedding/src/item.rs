@@ -1,0 +1,139 @@
+//! Items as they flow through a run: [`SourceItem`] from a reader, [`ItemOutcome`] out of the
+//! processor. Every item has an `index` (0-based position in the stream the processor saw,
+//! which orders output and drives checkpoints) and an [`ItemId`] (the user's id, or the item
+//! number when the input has none).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ItemError;
+
+/// A user-visible item id: the input's own (string or integer) or the 0-based item number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ItemId {
+    Num(u64),
+    Str(String),
+}
+
+impl fmt::Display for ItemId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ItemId::Num(n) => write!(f, "{n}"),
+            ItemId::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<u64> for ItemId {
+    fn from(n: u64) -> Self {
+        ItemId::Num(n)
+    }
+}
+
+impl From<&str> for ItemId {
+    fn from(s: &str) -> Self {
+        ItemId::Str(s.to_string())
+    }
+}
+
+/// Where an item is in its input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Position {
+    /// 1-based line number.
+    pub line: u64,
+    /// Byte offset of the start of the line.
+    pub byte: u64,
+}
+
+/// One item read from an input.
+#[derive(Debug, Clone)]
+pub struct SourceItem {
+    pub id: ItemId,
+    /// The text to embed, or why the record gave none.
+    pub text: Result<String, ItemError>,
+    pub position: Option<Position>,
+    /// Fields the user asked to keep (`--keep-fields`), as JSON.
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl SourceItem {
+    pub fn new(id: impl Into<ItemId>, text: impl Into<String>) -> Self {
+        SourceItem {
+            id: id.into(),
+            text: Ok(text.into()),
+            position: None,
+            extra: None,
+        }
+    }
+}
+
+/// A successfully embedded item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingResult {
+    pub index: u64,
+    pub id: ItemId,
+    pub embedding: Vec<f32>,
+    /// Tokens embedded (after truncation, special tokens included).
+    pub n_tokens: usize,
+    pub truncated: bool,
+    /// Characters in the text (prefix excluded).
+    pub n_chars: usize,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// An item that could not be embedded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemFailure {
+    pub index: u64,
+    pub id: ItemId,
+    pub error: ItemError,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub position: Option<Position>,
+}
+
+/// What became of one item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemOutcome {
+    Embedded(EmbeddingResult),
+    Failed(ItemFailure),
+}
+
+impl ItemOutcome {
+    pub fn index(&self) -> u64 {
+        match self {
+            ItemOutcome::Embedded(r) => r.index,
+            ItemOutcome::Failed(f) => f.index,
+        }
+    }
+
+    pub fn id(&self) -> &ItemId {
+        match self {
+            ItemOutcome::Embedded(r) => &r.id,
+            ItemOutcome::Failed(f) => &f.id,
+        }
+    }
+
+    pub fn embedded(&self) -> Option<&EmbeddingResult> {
+        match self {
+            ItemOutcome::Embedded(r) => Some(r),
+            ItemOutcome::Failed(_) => None,
+        }
+    }
+
+    pub fn into_embedded(self) -> Option<EmbeddingResult> {
+        match self {
+            ItemOutcome::Embedded(r) => Some(r),
+            ItemOutcome::Failed(_) => None,
+        }
+    }
+
+    pub fn failed(&self) -> Option<&ItemFailure> {
+        match self {
+            ItemOutcome::Failed(f) => Some(f),
+            ItemOutcome::Embedded(_) => None,
+        }
+    }
+}
