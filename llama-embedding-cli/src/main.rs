@@ -1,1 +1,39 @@
-fn main() {}
+//! `llama-embed`: parses the command line and hands over to the library. Exit codes (stable,
+//! for scripts): 0 done; 1 error; 2 bad usage; 3 finished but some items failed; 4 stopped by
+//! the error strategy; 130 interrupted by a signal (after a final checkpoint).
+
+mod args;
+mod commands;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // A closed pipe (`llama-embed ... | head`) ends us quietly, as it ends other tools.
+    #[cfg(unix)]
+    unsafe {
+        libc_sigpipe_default();
+    }
+    let cli = args::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("llama-embed: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(unix)]
+unsafe fn libc_sigpipe_default() {
+    extern "C" {
+        fn signal(sig: i32, handler: usize) -> usize;
+    }
+    const SIGPIPE: i32 = 13;
+    const SIG_DFL: usize = 0;
+    unsafe {
+        signal(SIGPIPE, SIG_DFL);
+    }
+}

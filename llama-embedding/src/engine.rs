@@ -14,8 +14,19 @@ use llama_cpp_2::token::LlamaToken;
 use crate::error::{Error, Result};
 use crate::model::{backend, EmbeddingModel, Normalize, Pooling};
 
-/// llama.cpp's compile-time cap on sequences per context (`LLAMA_MAX_SEQ`).
-pub const LLAMA_MAX_SEQ: usize = 256;
+/// Most texts per batch. llama.cpp's compile-time cap on sequences per context
+/// (`LLAMA_MAX_SEQ`) is 256; some ids are reserved for padding sequences.
+pub const LLAMA_MAX_SEQ: usize = 248;
+const LLAMA_SEQ_IDS: usize = 256;
+
+/// Batches are padded to a multiple of this many tokens. ggml's CPU matmul kernels treat the
+/// rows of a full 8-row tile and those of a trailing partial tile differently (different
+/// accumulation), so without padding the last sequence of a batch rounds differently from the
+/// same sequence elsewhere (measured: up to 3e-4 per component on all-MiniLM-L6-v2 f16).
+/// With every sequence starting at a multiple of 8 (padding in between) and flash attention
+/// off, each text's vector is bit-identical in any batch
+/// (tests/engine.rs `batch_size_does_not_change_vectors`).
+pub const TOKEN_ALIGN: usize = 8;
 
 /// Shape of one engine context.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +41,30 @@ pub struct ContextShape {
     pub normalize: Normalize,
 }
 
+/// Tokens a context is made for: room for the padding sequence (up to `TOKEN_ALIGN - 1`
+/// tokens), and a multiple of `n_seq_max` (`max_sequences + 1`), because llama.cpp's graph
+/// reservation aborts (GGML_ASSERT in ggml_can_mul_mat) when `n_ubatch` is not one.
+/// Tokens a sequence takes in a batch, padding included.
+pub fn aligned_len(n: usize) -> usize {
+    n.next_multiple_of(TOKEN_ALIGN)
+}
+
+pub fn context_tokens(max_batch_tokens: usize, n_seq: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let step = TOKEN_ALIGN / gcd(TOKEN_ALIGN, n_seq) * n_seq;
+    max_batch_tokens.next_multiple_of(TOKEN_ALIGN).next_multiple_of(step)
+}
+
 /// A llama.cpp context that embeds batches of token sequences. Lives on one thread.
 pub struct EmbeddingContext<'m> {
     model: &'m EmbeddingModel,
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     shape: ContextShape,
+    n_ctx: usize,
+    pad_positions: usize,
 }
 
 impl<'m> EmbeddingContext<'m> {
@@ -66,23 +95,33 @@ impl<'m> EmbeddingContext<'m> {
             Pooling::Cls => LlamaPoolingType::Cls,
             Pooling::Last => LlamaPoolingType::Last,
         };
-        let n = shape.max_batch_tokens as u32;
+        // Padding sequences take positions 0, 1, 2, ... (llama.cpp wants them consecutive);
+        // a BERT-style model has only n_ctx_train positions, so padding may need several.
+        let facts = model.facts();
+        let pad_positions = if facts.causal { usize::MAX } else { facts.n_ctx_train.max(TOKEN_ALIGN) };
+        let pad_seqs = ((TOKEN_ALIGN - 1) * shape.max_sequences).div_ceil(pad_positions).max(1);
+        let n_seq = shape.max_sequences + pad_seqs;
+        if n_seq > LLAMA_SEQ_IDS {
+            return Err(Error::Config(format!(
+                "{} texts per batch need {n_seq} llama.cpp sequences with padding; the limit is {LLAMA_SEQ_IDS}",
+                shape.max_sequences
+            )));
+        }
+        let n = context_tokens(shape.max_batch_tokens, n_seq) as u32;
         let params = LlamaContextParams::default()
             .with_embeddings(true)
             .with_n_ctx(std::num::NonZeroU32::new(n))
             .with_n_batch(n)
             .with_n_ubatch(n)
-            .with_n_seq_max(shape.max_sequences as u32)
+            .with_n_seq_max(n_seq as u32)
             // One KV buffer for all sequences: any sequence may use the whole context.
             .with_kv_unified(true)
             .with_n_threads(shape.threads as i32)
             .with_n_threads_batch(shape.threads as i32)
             .with_pooling_type(pooling)
-            .with_flash_attention_policy(match std::env::var("LLAMA_EMBED_FA").as_deref() {
-                Ok("1") => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED,
-                Ok("0") => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
-                _ => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO,
-            });
+            // ggml's CPU flash attention switches kernels (and rounding) with the batch size;
+            // the plain path gives each text the same bits in any batch.
+            .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED);
         let ctx = {
             let _guard = model.context_lock.lock().unwrap_or_else(|p| p.into_inner());
             model
@@ -95,12 +134,14 @@ impl<'m> EmbeddingContext<'m> {
                     ),
                 })?
         };
-        let batch = LlamaBatch::new(shape.max_batch_tokens, 1);
+        let batch = LlamaBatch::new(n as usize, 1);
         Ok(EmbeddingContext {
             model,
             ctx,
             batch,
             shape,
+            n_ctx: n as usize,
+            pad_positions,
         })
     }
 
@@ -115,7 +156,7 @@ impl<'m> EmbeddingContext<'m> {
     /// [`Error::Config`] for a batch that breaks the context's limits (checked before llama.cpp
     /// sees it); [`Error::Decode`] when llama.cpp fails.
     pub fn embed(&mut self, sequences: &[&[LlamaToken]]) -> Result<(Vec<Vec<f32>>, Duration)> {
-        let total: usize = sequences.iter().map(|s| s.len()).sum();
+        let total: usize = sequences.iter().map(|s| aligned_len(s.len())).sum();
         self.validate(sequences, total)?;
         let decode_err = |reason: String| Error::Decode {
             sequences: sequences.len(),
@@ -123,11 +164,26 @@ impl<'m> EmbeddingContext<'m> {
             reason,
         };
         self.batch.clear();
+        // Every sequence starts at a multiple of TOKEN_ALIGN: the gaps (and the tail) belong
+        // to a padding sequence with its own id, so nothing attends to it; its vector is
+        // dropped.
+        let mut pad_seq = sequences.len() as i32;
+        let mut pad_pos = 0usize;
         for (seq_id, tokens) in sequences.iter().enumerate() {
             for (pos, &tok) in tokens.iter().enumerate() {
                 self.batch
                     .add(tok, pos as i32, &[seq_id as i32], true)
                     .map_err(|e| decode_err(e.to_string()))?;
+            }
+            for _ in tokens.len()..aligned_len(tokens.len()) {
+                if pad_pos == self.pad_positions {
+                    pad_seq += 1;
+                    pad_pos = 0;
+                }
+                self.batch
+                    .add(tokens[0], pad_pos as i32, &[pad_seq], true)
+                    .map_err(|e| decode_err(e.to_string()))?;
+                pad_pos += 1;
             }
         }
         // Sequences of the previous batch reuse these ids: forget them.
@@ -162,10 +218,10 @@ impl<'m> EmbeddingContext<'m> {
                 self.shape.max_sequences
             )));
         }
-        if total > self.shape.max_batch_tokens {
+        if total > self.n_ctx {
             return Err(Error::Config(format!(
-                "{total} tokens in one batch, the context takes {}",
-                self.shape.max_batch_tokens
+                "{total} tokens (padding included) in one batch, the context takes {}",
+                self.n_ctx
             )));
         }
         let facts = self.model.facts();

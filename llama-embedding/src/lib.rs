@@ -20,12 +20,16 @@ pub mod error;
 pub mod fixtures;
 pub mod gguf;
 pub mod import;
+pub mod input;
 pub mod item;
+pub mod job;
 pub mod model;
 pub mod npy;
 pub mod processor;
 pub mod reader;
 pub mod resolve;
+pub mod rundir;
+pub mod sink;
 pub mod stats;
 
 pub use error::{Error, ItemError, ItemErrorKind, Result};

@@ -128,6 +128,13 @@ pub struct LoadOptions {
     pub gpu_layers: Option<u32>,
 }
 
+impl LoadOptions {
+    pub fn with_gpu_layers(mut self, n: Option<u32>) -> Self {
+        self.gpu_layers = n;
+        self
+    }
+}
+
 /// What a model is, read from its GGUF and from llama.cpp.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelFacts {

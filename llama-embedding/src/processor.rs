@@ -359,7 +359,23 @@ impl BatchProcessor {
     /// [`Error::MemoryLimit`] when the batch shape cannot fit the memory limit; other errors
     /// come through the iterator.
     pub fn process_items(&mut self, source: Box<dyn ItemSource>, total: Option<u64>) -> Result<Run> {
-        Run::start(self, source, total)
+        Run::start(self, source, total, 0)
+    }
+
+    /// Like [`process_items`](Self::process_items) for a source whose first item is item
+    /// `start_index` of the whole input (a resumed run). Batching windows are counted from
+    /// the start of the input, so the batches are those of an uninterrupted run when
+    /// `start_index` is a multiple of the window.
+    ///
+    /// # Errors
+    /// As [`process_items`](Self::process_items).
+    pub fn process_items_from(
+        &mut self,
+        source: Box<dyn ItemSource>,
+        total: Option<u64>,
+        start_index: u64,
+    ) -> Result<Run> {
+        Run::start(self, source, total, start_index)
     }
 }
 
@@ -376,7 +392,7 @@ struct Prepared {
 
 impl Packable for Prepared {
     fn n_tokens(&self) -> usize {
-        self.tokens.len()
+        crate::engine::aligned_len(self.tokens.len())
     }
     fn index(&self) -> u64 {
         self.index
@@ -446,7 +462,7 @@ fn context_estimate_mb(model: &EmbeddingModel, tokens: usize) -> u64 {
 }
 
 impl Run {
-    fn start(p: &BatchProcessor, mut source: Box<dyn ItemSource>, total: Option<u64>) -> Result<Run> {
+    fn start(p: &BatchProcessor, mut source: Box<dyn ItemSource>, total: Option<u64>, start_index: u64) -> Result<Run> {
         let model = p.model.clone();
         let config = p.config.clone();
         let embed = config.embed.clone();
@@ -497,7 +513,7 @@ impl Run {
 
         let cancel = Arc::new(AtomicBool::new(false));
         let watermark = Arc::new(Watermark {
-            next: Mutex::new(0),
+            next: Mutex::new(start_index),
             moved: Condvar::new(),
         });
         let (out_tx, out_rx) = mpsc::sync_channel::<Msg>(workers * 2 + 4);
@@ -518,7 +534,7 @@ impl Run {
             threads.push(spawn(
                 "llama-embed-reader",
                 Box::new(move || {
-                    let mut index = 0u64;
+                    let mut index = start_index;
                     while !cancel.load(Ordering::Relaxed) {
                         let Some(item) = source.next_item() else { break };
                         if src_tx.send((index, item)).is_err() {
@@ -698,7 +714,7 @@ impl Run {
         Ok(Run {
             rx: out_rx,
             pending: BTreeMap::new(),
-            next: 0,
+            next: start_index,
             end: None,
             cancel,
             watermark,

@@ -122,8 +122,10 @@ fn engine_rejects_batches_llama_cpp_would_abort_on() {
     let a = t(&[2, 10, 3]);
     let err = |r: llama_embedding::Result<_>| r.err().expect("must fail").to_string();
     assert!(err(ctx.embed(&[&a, &a, &a])).contains("3 sequences in one batch, the context takes 2"));
-    let long = t(&[5; 17]);
-    assert!(err(ctx.embed(&[&long])).contains("17 tokens in one batch, the context takes 16"));
+    // The context holds 24 tokens (16 rounded up for padding); 30 tokens pad to 32.
+    let long = t(&[5; 30]);
+    let e = err(ctx.embed(&[&long]));
+    assert!(e.contains("32 tokens (padding included) in one batch, the context takes 24"), "{e}");
     let bad = t(&[2, 99_999, 3]);
     assert!(err(ctx.embed(&[&bad])).contains("token id 99999 outside the vocabulary"));
     let empty: Vec<llama_cpp_2::token::LlamaToken> = vec![];
@@ -133,8 +135,8 @@ fn engine_rejects_batches_llama_cpp_would_abort_on() {
     let (v, _) = ctx.embed(&[&a, &a]).unwrap();
     assert_eq!(v.len(), 2);
     assert_eq!(v[0], v[1]);
-    let too_many = ContextShape { max_sequences: 257, ..shape };
-    assert!(EmbeddingContext::new(&model, too_many).err().unwrap().to_string().contains("between 1 and 256"));
+    let too_many = ContextShape { max_sequences: 249, ..shape };
+    assert!(EmbeddingContext::new(&model, too_many).err().unwrap().to_string().contains("between 1 and 248"));
 }
 
 #[test]

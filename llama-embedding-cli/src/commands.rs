@@ -1,0 +1,357 @@
+//! The subcommands: flags become library configuration, then the library runs.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use llama_embedding::input::{count_lines, parse_ids, InputFormat, InputSpec, Selection};
+use llama_embedding::job::{self, EmbedJob, JobEnd};
+use llama_embedding::resolve::{self, resolve_model};
+use llama_embedding::sink::{Dtype, OutputFormat};
+use llama_embedding::{BatchConfig, EmbedOptions, EmbeddingModel, ErrorStrategy, LoadOptions};
+
+use crate::args::{Cli, Command, EmbedArgs, ModelArgs, ModelCommand};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ITEMS_FAILED: u8 = 3;
+pub const EXIT_STOPPED_BY_ERRORS: u8 = 4;
+pub const EXIT_INTERRUPTED: u8 = 130;
+pub const EXIT_USAGE: u8 = 2;
+
+pub fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Embed(a) => embed(*a),
+        Command::Status { run_dir, json } => status(&run_dir, json),
+        Command::Errors { run_dir, json } => errors(&run_dir, json),
+        Command::Model(m) => model(m),
+    }
+}
+
+fn usage(msg: impl std::fmt::Display) -> Result<u8> {
+    eprintln!("llama-embed: {msg}");
+    Ok(EXIT_USAGE)
+}
+
+/// Vector settings from flags; `None` fields keep the defaults.
+fn embed_options(m: &ModelArgs) -> Result<EmbedOptions> {
+    let mut o = EmbedOptions::default().with_truncate(!m.no_truncate);
+    if let Some(p) = &m.pooling {
+        o = o.with_pooling(p.parse().map_err(anyhow::Error::msg)?);
+    }
+    if let Some(n) = &m.normalize {
+        o = o.with_normalize(n.parse().map_err(anyhow::Error::msg)?);
+    }
+    if let Some(n) = m.max_tokens {
+        o = o.with_max_tokens(n);
+    }
+    if let Some(p) = &m.prefix {
+        o = o.with_prefix(p.clone());
+    }
+    Ok(o)
+}
+
+fn load_model(spec: Option<&str>, m: &ModelArgs, obtain: bool) -> Result<(Arc<EmbeddingModel>, String)> {
+    let resolved = resolve_model(spec, obtain)?;
+    let opts = LoadOptions::default().with_gpu_layers(m.gpu_layers);
+    let require_pooling = m.pooling.as_deref().is_none_or(|p| p == "model");
+    let model = EmbeddingModel::load(&resolved.path, &opts, require_pooling)
+        .with_context(|| format!("loading {}", resolved.path.display()))?;
+    Ok((Arc::new(model), resolved.source))
+}
+
+fn embed(a: EmbedArgs) -> Result<u8> {
+    let resume = a.resume.is_some();
+    let stored = match &a.resume {
+        Some(dir) => Some(job::load_metadata(dir)?),
+        None => None,
+    };
+    let input = match (&a.input, &stored) {
+        (Some(i), None) => i.clone(),
+        (None, Some(m)) => m.input.clone(),
+        (Some(i), Some(m)) if *i == m.input => i.clone(),
+        (Some(i), Some(m)) => {
+            return usage(format!("--resume continues the run over {}, not {i}", m.input));
+        }
+        (None, None) => return usage("give an INPUT file (or - for stdin), or --resume RUN_DIR"),
+    };
+    if input != "-" && !Path::new(&input).is_file() {
+        bail!("input file {input} does not exist");
+    }
+    let dtype: Dtype = a.dtype.parse().map_err(anyhow::Error::msg)?;
+    let format = match (&a.format, &a.output) {
+        (Some(f), _) => f.parse().map_err(anyhow::Error::msg)?,
+        (None, Some(o)) => match OutputFormat::from_path(o) {
+            Some(f) => f,
+            None => return usage(format!("cannot tell the format of {} from its extension; use --format", o.display())),
+        },
+        (None, None) => OutputFormat::Jsonl,
+    };
+    if let Some(o) = &a.output {
+        let parent = o.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            bail!("output folder {} does not exist", parent.display());
+        }
+    }
+    let input_format = match &a.input_format {
+        Some(f) => f.parse().map_err(anyhow::Error::msg)?,
+        None => InputFormat::from_path(&input),
+    };
+    let input_spec = InputSpec {
+        format: input_format,
+        text_field: a.text_field.clone(),
+        id_field: a.id_field.clone(),
+        template: a.template.clone(),
+        keep_fields: a.keep_fields.clone(),
+        comments: a.comments,
+        ..InputSpec::default()
+    };
+    let selection = Selection {
+        start: a.start,
+        end: a.end,
+        only: a.only.as_deref().map(parse_ids).transpose()?,
+        skip: a.skip.as_deref().map(parse_ids).transpose()?,
+        limit: a.limit,
+    };
+
+    // On resume the stored model and vector settings win; flags that differ are refused.
+    let model_spec = a
+        .model
+        .model
+        .clone()
+        .or_else(|| stored.as_ref().map(|m| m.model_path.to_string_lossy().into_owned()));
+    let (model, source) = load_model(model_spec.as_deref(), &a.model, true)?;
+    let mut embed = embed_options(&a.model)?;
+    let mut config = BatchConfig::default();
+    if let Some(m) = &stored {
+        let v = &m.vectors;
+        let given = embed_options(&a.model)?;
+        if given != EmbedOptions::default().with_truncate(!a.model.no_truncate) && given != v.embed {
+            bail!(
+                "cannot resume {}: vector settings differ from the run's ({:?} vs {:?})",
+                a.resume.as_ref().expect("resume").display(),
+                given,
+                v.embed
+            );
+        }
+        embed = v.embed.clone();
+        config = config
+            .with_batch_size(v.batch_size)
+            .with_token_budget(v.token_budget)
+            .with_window(v.window)
+            .with_sort_by_length(v.sort_by_length);
+    } else {
+        if let Some(b) = a.batch_size {
+            config = config.with_batch_size(b);
+        }
+        if let Some(t) = a.token_budget {
+            config = config.with_token_budget(t);
+        }
+        if let Some(w) = a.window {
+            config = config.with_window(w);
+        }
+        config = config.with_sort_by_length(!a.no_sort);
+    }
+    config = config.with_embed(embed).with_workers(a.workers).with_progress(!a.quiet);
+    if let Some(t) = a.threads {
+        config = config.with_threads_per_worker(t);
+    }
+    if a.stop_on_error {
+        config = config.with_error_strategy(ErrorStrategy::StopOnFirst);
+    } else if let Some(n) = a.max_errors {
+        config = config.with_error_threshold(n);
+    }
+    if let Some(mb) = a.memory_limit_mb {
+        config = config.with_memory_limit_mb(mb);
+    }
+    config.validate()?;
+
+    let run_dir = a
+        .resume
+        .clone()
+        .or(a.run_dir.clone())
+        .unwrap_or_else(|| llama_embedding::rundir::default_run_dir(&input));
+    let total = match input_format {
+        InputFormat::Text | InputFormat::Jsonl if input != "-" && selection.is_all() => count_lines(Path::new(&input)),
+        _ => None,
+    };
+    let already = if resume {
+        llama_embedding::rundir::load_checkpoint(&run_dir)?
+            .0
+            .map_or(0, |c| c.items_done)
+    } else {
+        0
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let job = EmbedJob {
+        input,
+        input_spec,
+        selection,
+        output_format: format,
+        dtype,
+        run_dir: run_dir.clone(),
+        output: a.output.clone(),
+        config,
+        model: model.clone(),
+        model_source: source,
+        save_every: a.save_every,
+        save_interval: Duration::from_secs(5),
+        total,
+    };
+    let report = job::run_job(job, resume, crate::progress::reporter(a.quiet, already), stop)?;
+
+    let s = &report.stats;
+    let summary = serde_json::json!({
+        "status": match report.end { JobEnd::Completed => "completed", JobEnd::StoppedByErrors => "stopped_by_errors", JobEnd::Interrupted => "interrupted" },
+        "run_dir": report.run_dir,
+        "output": report.output,
+        "errors": report.errors,
+        "resumed_over": report.resumed_over,
+        "model": model.path(),
+        "stats": s,
+        "message": report.message,
+    });
+    if !a.quiet {
+        eprintln!("{}", "=".repeat(72));
+        eprintln!("llama-embed {}", summary["status"].as_str().unwrap_or_default().to_uppercase());
+        eprintln!("{}", "=".repeat(72));
+        eprintln!("resumed over: {} items already done", report.resumed_over);
+        eprintln!("{}", s.summary());
+        eprintln!("model:      {}", model.path().display());
+        eprintln!("run dir:    {}", report.run_dir.display());
+        eprintln!("output:     {}", report.output.display());
+        eprintln!("errors:     {} ({} failed)", report.errors.display(), s.texts_failed);
+        if let Some(m) = &report.message {
+            eprintln!("stopped:    {m}");
+        }
+        eprintln!("{}", "=".repeat(72));
+    }
+    if let Some(p) = &a.summary_json {
+        std::fs::write(p, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(match report.end {
+        JobEnd::Interrupted => EXIT_INTERRUPTED,
+        JobEnd::StoppedByErrors => EXIT_STOPPED_BY_ERRORS,
+        JobEnd::Completed if s.texts_failed > 0 => EXIT_ITEMS_FAILED,
+        JobEnd::Completed => EXIT_OK,
+    })
+}
+
+fn status(dir: &Path, json: bool) -> Result<u8> {
+    let st = job::run_status(dir)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(EXIT_OK);
+    }
+    let opt = |v: Option<u64>| v.map_or_else(|| "unknown".to_string(), |v| v.to_string());
+    println!("run:          {}", st.run_dir.display());
+    println!("status:       {}", st.status);
+    println!("started:      {}", st.started_at);
+    println!("last update:  {}", st.last_update);
+    println!("total:        {}", opt(st.total));
+    println!("done:         {} ({} embedded, {} failed)", st.done, st.embedded, st.failed);
+    println!("remaining:    {}", opt(st.remaining));
+    println!(
+        "rate:         {}",
+        st.texts_per_second.map_or_else(|| "unknown".into(), |r| format!("{r:.1} items/s"))
+    );
+    println!(
+        "ETA:          {}",
+        st.eta_seconds.map_or_else(|| "unknown".into(), |e| format!("{e:.0}s"))
+    );
+    println!("output:       {}", st.output.display());
+    if let Some(n) = st.note {
+        println!("note:         {n}");
+    }
+    Ok(EXIT_OK)
+}
+
+fn errors(dir: &Path, json: bool) -> Result<u8> {
+    let path = dir.join(llama_embedding::rundir::ERRORS);
+    job::load_metadata(dir)?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (cp, _) = llama_embedding::rundir::load_checkpoint(dir)?;
+    // Only what the checkpoint covers is final.
+    let covered = cp.map_or(0, |c| c.errors.files.first().map_or(0, |f| f.1)) as usize;
+    let text = &text[..covered.min(text.len())];
+    for line in text.lines() {
+        if json {
+            println!("{line}");
+        } else {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            let at = v.get("line").map_or_else(String::new, |l| format!(" (line {l})"));
+            println!("{}{at}: {} [{}]", v["id"], v["error"].as_str().unwrap_or_default(), v["error_type"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn model(cmd: ModelCommand) -> Result<u8> {
+    match cmd {
+        ModelCommand::Obtain { dir } => {
+            let dir = dir.unwrap_or_else(resolve::models_dir);
+            let target = dir.join(resolve::DEFAULT_MODEL_FILE);
+            if target.is_file() {
+                println!("{}", target.display());
+                eprintln!("llama-embed: the default model is already at {}", target.display());
+                return Ok(EXIT_OK);
+            }
+            let r = resolve::obtain_default_model(&dir)?;
+            EmbeddingModel::load(&r.path, &LoadOptions::default(), true).context("checking the obtained model")?;
+            eprintln!("llama-embed: obtained the default model from {}", r.source);
+            println!("{}", r.path.display());
+            Ok(EXIT_OK)
+        }
+        ModelCommand::Import { dir, output, r#type, name } => {
+            let ty = r#type.parse().map_err(anyhow::Error::msg)?;
+            let report = llama_embedding::import::import_model(&dir, &output, ty, &name)?;
+            eprintln!(
+                "llama-embed: wrote {} ({} tensors, {} tokens, {} pooling)",
+                report.output.display(),
+                report.tensors,
+                report.vocab,
+                report.pooling
+            );
+            Ok(EXIT_OK)
+        }
+        ModelCommand::Info { model, json } => {
+            let margs = ModelArgs {
+                model: model.clone(),
+                max_tokens: None,
+                no_truncate: false,
+                pooling: Some("model".into()),
+                normalize: None,
+                prefix: None,
+                gpu_layers: None,
+            };
+            let (m, source) = load_model(model.as_deref(), &margs, false)?;
+            let info = serde_json::json!({
+                "path": m.path(),
+                "source": source,
+                "sha256": m.sha256()?,
+                "facts": m.facts(),
+                "special_tokens": m.special_tokens(),
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                let f = m.facts();
+                println!("path:          {}", m.path().display());
+                println!("source:        {source}");
+                println!("name:          {}", f.name.as_deref().unwrap_or("-"));
+                println!("architecture:  {} ({})", f.architecture, if f.causal { "causal" } else { "non-causal" });
+                println!("dimensions:    {}", f.dimensions);
+                println!("pooling:       {:?}", f.pooling);
+                println!("context:       {} tokens (training)", f.n_ctx_train);
+                println!("vocabulary:    {}", f.n_vocab);
+                println!("parameters:    {}", f.n_params);
+                println!("sha256:        {}", m.sha256()?);
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! An embedding job over a run directory: input -> [`BatchProcessor`] -> sink + errors file,
+//! with checkpoints at batching-window boundaries and exact resume. The CLI's `embed` is a
+//! thin layer over [`run_job`].
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::input::{open_input, InputSpec, Selection};
+use crate::item::{EmbeddingResult, ItemOutcome, SourceItem};
+use crate::model::{EmbedOptions, EmbeddingModel, ModelFacts};
+use crate::processor::{BatchConfig, BatchProcessor, ErrorStrategy};
+use crate::reader::ItemSource;
+use crate::rundir::{self, Checkpoint, RunLock};
+use crate::sink::{open_sink, Dtype, ErrorFile, OutputFormat, Sink};
+use crate::stats::{BatchStats, ProgressInfo};
+
+/// Everything that determines the vectors and their order. A resumed run must match it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VectorSettings {
+    pub model_sha256: String,
+    pub embed: EmbedOptions,
+    /// The resolved pooling and token limit (not "model default").
+    pub pooling: crate::model::Pooling,
+    pub max_tokens: usize,
+    /// The batch plan: the same items batched differently round differently in llama.cpp.
+    pub batch_size: usize,
+    pub token_budget: usize,
+    pub window: usize,
+    pub sort_by_length: bool,
+}
+
+/// The run's `metadata.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Metadata {
+    pub format_version: u32,
+    pub tool: String,
+    /// running, completed, stopped (signal or error strategy), failed.
+    pub status: String,
+    pub started_at: String,
+    pub updated_at: String,
+    pub finished_at: Option<String>,
+    pub input: String,
+    pub input_spec: InputSpec,
+    pub selection: Selection,
+    /// Items in the input when counted up front (plain text and JSONL files).
+    pub total: Option<u64>,
+    pub model_path: PathBuf,
+    pub model_source: String,
+    pub model: ModelFacts,
+    pub vectors: VectorSettings,
+    pub output_format: OutputFormat,
+    pub output_file: String,
+    pub dtype: Dtype,
+    pub workers: usize,
+    pub threads: usize,
+    pub error_strategy: ErrorStrategy,
+    pub resumes: u32,
+    pub stats: BatchStats,
+    pub message: Option<String>,
+}
+
+/// A job to run (fresh, or resuming the run directory).
+pub struct EmbedJob {
+    pub input: String,
+    pub input_spec: InputSpec,
+    pub selection: Selection,
+    pub output_format: OutputFormat,
+    pub dtype: Dtype,
+    pub run_dir: PathBuf,
+    /// Where the output goes; default `RUN_DIR/output.EXT`.
+    pub output: Option<PathBuf>,
+    pub config: BatchConfig,
+    pub model: Arc<EmbeddingModel>,
+    pub model_source: String,
+    /// Checkpoint after at least this many items (at the next window boundary) ...
+    pub save_every: Option<u64>,
+    /// ... or after this much time.
+    pub save_interval: Duration,
+    pub total: Option<u64>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    Completed,
+    /// Stopped by the error strategy.
+    StoppedByErrors,
+    /// Stopped by a signal (SIGINT/SIGTERM) after a final checkpoint.
+    Interrupted,
+}
+
+/// What a job did.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    pub end: JobEnd,
+    /// Counters over all segments of the run; timings of this segment.
+    pub stats: BatchStats,
+    pub run_dir: PathBuf,
+    pub output: PathBuf,
+    pub errors: PathBuf,
+    /// Items already done when this segment started (resume).
+    pub resumed_over: u64,
+    pub message: Option<String>,
+}
+
+fn vector_settings(model: &EmbeddingModel, config: &BatchConfig) -> Result<VectorSettings> {
+    Ok(VectorSettings {
+        model_sha256: model.sha256()?,
+        embed: config.embed.clone(),
+        pooling: model.effective_pooling(&config.embed)?,
+        max_tokens: model.max_tokens(&config.embed)?,
+        batch_size: config.batch_size,
+        token_budget: config.token_budget,
+        window: config.window,
+        sort_by_length: config.sort_by_length,
+    })
+}
+
+/// Skips the first `n` items of a source (the part a resumed run already has).
+struct SkipFirst {
+    inner: Box<dyn ItemSource>,
+    left: u64,
+}
+
+impl ItemSource for SkipFirst {
+    fn next_item(&mut self) -> Option<SourceItem> {
+        while self.left > 0 {
+            self.inner.next_item()?;
+            self.left -= 1;
+        }
+        self.inner.next_item()
+    }
+    fn skipped(&self) -> u64 {
+        self.inner.skipped()
+    }
+    fn take_error(&mut self) -> Option<std::io::Error> {
+        self.inner.take_error()
+    }
+}
+
+/// Adds this segment's counters to those of earlier segments.
+fn merged(before: &BatchStats, now: &BatchStats) -> BatchStats {
+    let mut s = now.clone();
+    s.texts_succeeded += before.texts_succeeded;
+    s.texts_failed += before.texts_failed;
+    s.tokens += before.tokens;
+    s.characters += before.characters;
+    s.truncated += before.truncated;
+    s.batches += before.batches;
+    s.texts_total = s.texts_succeeded + s.texts_failed + s.texts_skipped;
+    for (k, v) in &before.failures_by_kind {
+        *s.failures_by_kind.entry(k.clone()).or_default() += v;
+    }
+    s.peak_memory_mb = s.peak_memory_mb.max(before.peak_memory_mb);
+    s
+}
+
+/// Loads the metadata of an existing run.
+///
+/// # Errors
+/// A missing or damaged `metadata.json`.
+pub fn load_metadata(dir: &Path) -> Result<Metadata> {
+    rundir::read_checked(&dir.join(rundir::METADATA)).map_err(|e| {
+        Error::Config(format!(
+            "{}: cannot use {} ({})",
+            dir.display(),
+            rundir::METADATA,
+            match e {
+                rundir::CheckedError::Missing => "it does not exist: is this a run directory?".to_string(),
+                rundir::CheckedError::Corrupt(why) => why,
+            }
+        ))
+    })
+}
+
+/// Checks that a resumed run would produce the same vectors in the same order.
+///
+/// # Errors
+/// [`Error::Config`] naming the first difference.
+pub fn check_resumable(stored: &VectorSettings, now: &VectorSettings) -> Result<()> {
+    if stored.model_sha256 != now.model_sha256 {
+        return Err(Error::Config(format!(
+            "cannot resume: the run used the model with sha256 {}, this one is {}",
+            stored.model_sha256, now.model_sha256
+        )));
+    }
+    let a = serde_json::to_value(stored).expect("json");
+    let b = serde_json::to_value(now).expect("json");
+    for (k, v) in a.as_object().expect("object") {
+        if b.get(k) != Some(v) {
+            return Err(Error::Config(format!(
+                "cannot resume: setting {k} was {v} in the run and is {} now (it changes the vectors)",
+                b.get(k).unwrap_or(&serde_json::Value::Null)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs (or resumes) a job. `progress` is called with progress; `stop` set (by a signal
+/// handler) makes the job finish the current window, checkpoint and return
+/// [`JobEnd::Interrupted`].
+///
+/// # Errors
+/// Setup errors (run directory in use, unreadable input, resume mismatch) and fatal run errors.
+/// Outputs written before a fatal error stay covered by the last checkpoint.
+pub fn run_job(
+    job: EmbedJob,
+    resume: bool,
+    progress: Option<crate::stats::ProgressCallback>,
+    stop: Arc<AtomicBool>,
+) -> Result<JobReport> {
+    let dir = job.run_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let _lock = RunLock::acquire(&dir)?;
+    let settings = vector_settings(&job.model, &job.config)?;
+    let output_file = match &job.output {
+        Some(p) => absolute(p)?,
+        None => absolute(&dir.join(format!("output.{}", job.output_format.extension())))?,
+    }
+    .to_string_lossy()
+    .into_owned();
+
+    let (mut meta, checkpoint) = if resume {
+        let meta = load_metadata(&dir)?;
+        check_resumable(&meta.vectors, &settings)?;
+        if meta.status == "completed" {
+            return Err(Error::Config(format!("{} is already complete; nothing to resume", dir.display())));
+        }
+        let (cp, note) = rundir::load_checkpoint(&dir)?;
+        if let Some(n) = note {
+            eprintln!("llama-embed: {n}");
+        }
+        (meta, cp)
+    } else {
+        if dir.join(rundir::METADATA).exists() {
+            return Err(Error::Config(format!(
+                "{} already holds a run; resume it with --resume {0}, or choose another --run-dir",
+                dir.display()
+            )));
+        }
+        let now = rundir::now();
+        let meta = Metadata {
+            format_version: 1,
+            tool: format!("llama-embed {}", env!("CARGO_PKG_VERSION")),
+            status: "running".into(),
+            started_at: now.clone(),
+            updated_at: now,
+            finished_at: None,
+            input: job.input.clone(),
+            input_spec: job.input_spec.clone(),
+            selection: job.selection.clone(),
+            total: job.total,
+            model_path: job.model.path().to_path_buf(),
+            model_source: job.model_source.clone(),
+            model: job.model.facts().clone(),
+            vectors: settings.clone(),
+            output_format: job.output_format,
+            output_file: output_file.clone(),
+            dtype: job.dtype,
+            workers: job.config.workers,
+            threads: job.config.threads(),
+            error_strategy: job.config.error_strategy,
+            resumes: 0,
+            stats: BatchStats::default(),
+            message: None,
+        };
+        rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
+        (meta, None)
+    };
+    // A resume uses the stored input description and output choice.
+    let (input, input_spec, selection, format, dtype, output_file) = if resume {
+        meta.resumes += 1;
+        meta.status = "running".into();
+        (
+            meta.input.clone(),
+            meta.input_spec.clone(),
+            meta.selection.clone(),
+            meta.output_format,
+            meta.dtype,
+            meta.output_file.clone(),
+        )
+    } else {
+        (job.input.clone(), job.input_spec.clone(), job.selection.clone(), job.output_format, job.dtype, output_file)
+    };
+    let job_json = serde_json::json!({
+        "input": input,
+        "model": meta.model_path,
+        "model_sha256": settings.model_sha256,
+        "started_at": meta.started_at,
+        "settings": settings,
+    });
+    let dims = job.model.dimensions();
+    let output_path = PathBuf::from(&output_file);
+    let out_dir = output_path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let out_name = output_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::Config(format!("{output_file} is not a file path")))?;
+    std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| Error::io(p, e)
+    };
+    let mut sink: Box<dyn Sink> = open_sink(
+        format,
+        &out_dir,
+        &out_name,
+        dims,
+        dtype,
+        &job_json,
+        checkpoint.as_ref().map(|c| &c.output),
+    )
+    .map_err(io(&output_path))?;
+    let mut errors = ErrorFile::open(&dir, rundir::ERRORS, checkpoint.as_ref().map(|c| &c.errors))
+        .map_err(io(&dir.join(rundir::ERRORS)))?;
+    let before = checkpoint.clone().unwrap_or_default();
+    let start = before.items_done;
+    // Make the empty (or truncated-to-checkpoint) state durable before any new work.
+    let mut last = Checkpoint {
+        items_done: start,
+        output: sink.flush().map_err(io(&dir))?,
+        errors: errors.flush().map_err(io(&dir))?,
+        stats: before.stats.clone(),
+        written_at: rundir::now(),
+    };
+    rundir::save_checkpoint(&dir, &last)?;
+    rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
+
+    let source = open_input(&input, &input_spec, &selection)?;
+    let source = Box::new(SkipFirst {
+        inner: source,
+        left: start,
+    });
+    let mut processor = BatchProcessor::new(job.model.clone(), job.config.clone())?;
+    if let Some(cb) = progress {
+        processor.set_progress_callback(cb);
+    }
+    let window = job.config.window as u64;
+    let total = meta.total;
+    let mut run = processor.process_items_from(source, total.map(|t| t.saturating_sub(start)), start)?;
+
+    let mut pending: Vec<EmbeddingResult> = Vec::with_capacity(job.config.batch_size);
+    let mut since_save = Instant::now();
+    let mut items_since_save = 0u64;
+    let mut end = JobEnd::Completed;
+    let mut fatal: Option<Error> = None;
+    let checkpoint_now = |sink: &mut Box<dyn Sink>,
+                              errors: &mut ErrorFile,
+                              pending: &mut Vec<EmbeddingResult>,
+                              done: u64,
+                              stats: &BatchStats|
+     -> Result<Checkpoint> {
+        sink.write_batch(pending).map_err(io(&dir))?;
+        pending.clear();
+        let c = Checkpoint {
+            items_done: done,
+            output: sink.flush().map_err(io(&dir))?,
+            errors: errors.flush().map_err(io(&dir))?,
+            stats: stats.clone(),
+            written_at: rundir::now(),
+        };
+        rundir::save_checkpoint(&dir, &c)?;
+        Ok(c)
+    };
+    loop {
+        let Some(outcome) = run.next() else { break };
+        match outcome {
+            Ok(ItemOutcome::Embedded(r)) => {
+                pending.push(r);
+                if pending.len() >= 256 {
+                    sink.write_batch(&pending).map_err(io(&dir))?;
+                    pending.clear();
+                }
+            }
+            Ok(ItemOutcome::Failed(f)) => errors.write(&f).map_err(io(&dir))?,
+            Err(e) => {
+                fatal = Some(e);
+                break;
+            }
+        }
+        items_since_save += 1;
+        let done = run.emitted();
+        // Checkpoints only at window boundaries: a resume from here batches like the original.
+        if done % window == 0 {
+            let stopping = stop.load(Ordering::Relaxed);
+            let due = job.save_every.map_or(since_save.elapsed() >= job.save_interval, |n| items_since_save >= n);
+            if due || stopping {
+                let stats = merged(&before.stats, run.stats());
+                last = checkpoint_now(&mut sink, &mut errors, &mut pending, done, &stats)?;
+                since_save = Instant::now();
+                items_since_save = 0;
+                meta.updated_at = rundir::now();
+                meta.stats = stats;
+                rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
+            }
+            if stopping {
+                end = JobEnd::Interrupted;
+                run.cancel();
+                break;
+            }
+        }
+    }
+    let message = match fatal {
+        None => None,
+        Some(e @ Error::ErrorLimit { .. }) => {
+            end = JobEnd::StoppedByErrors;
+            Some(e.to_string())
+        }
+        Some(e) => {
+            // Keep what is consistent: the failed window is redone on resume.
+            meta.status = "failed".into();
+            meta.message = Some(e.to_string());
+            meta.updated_at = rundir::now();
+            let _ = rundir::write_checked(&dir.join(rundir::METADATA), &meta);
+            return Err(e);
+        }
+    };
+    let done = run.emitted();
+    drop(run);
+    let stats = merged(&before.stats, &processor.stats());
+    if end == JobEnd::Completed {
+        sink.write_batch(&pending).map_err(io(&dir))?;
+        pending.clear();
+        sink.finish(&stats.to_json()).map_err(io(&dir))?;
+        last = checkpoint_now(&mut sink, &mut errors, &mut pending, done, &stats)?;
+        meta.status = "completed".into();
+        meta.finished_at = Some(rundir::now());
+    } else if end == JobEnd::StoppedByErrors {
+        // Everything up to the failure is consistent (in order): keep it.
+        last = checkpoint_now(&mut sink, &mut errors, &mut pending, done, &stats)?;
+        meta.status = "stopped".into();
+    } else {
+        meta.status = "stopped".into();
+    }
+    meta.updated_at = rundir::now();
+    meta.stats = if end == JobEnd::Interrupted { last.stats.clone() } else { stats.clone() };
+    meta.message = message.clone();
+    rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
+    Ok(JobReport {
+        end,
+        stats: meta.stats.clone(),
+        output: output_path,
+        errors: dir.join(rundir::ERRORS),
+        run_dir: dir,
+        resumed_over: start,
+        message,
+    })
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).map_err(|e| Error::io(p, e))
+}
+
+/// Progress of a run directory, for `llama-embed status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunStatus {
+    pub run_dir: PathBuf,
+    pub status: String,
+    pub started_at: String,
+    pub last_update: String,
+    pub total: Option<u64>,
+    pub done: u64,
+    pub embedded: u64,
+    pub failed: u64,
+    pub remaining: Option<u64>,
+    pub texts_per_second: Option<f64>,
+    pub eta_seconds: Option<f64>,
+    pub output: PathBuf,
+    pub errors: PathBuf,
+    pub note: Option<String>,
+}
+
+/// Reads the status of a run directory.
+///
+/// # Errors
+/// A missing or damaged run directory.
+pub fn run_status(dir: &Path) -> Result<RunStatus> {
+    let meta = load_metadata(dir)?;
+    let (cp, note) = rundir::load_checkpoint(dir)?;
+    let cp = cp.unwrap_or_default();
+    let last = cp.written_at.clone();
+    let elapsed = match (rundir::parse_rfc3339(&meta.started_at), rundir::parse_rfc3339(&last)) {
+        (Some(a), Some(b)) if b > a => Some((b - a) as f64),
+        _ => None,
+    };
+    let rate = elapsed.filter(|_| cp.items_done > 0).map(|e| cp.items_done as f64 / e);
+    let remaining = meta.total.map(|t| t.saturating_sub(cp.items_done));
+    Ok(RunStatus {
+        run_dir: dir.to_path_buf(),
+        status: meta.status,
+        started_at: meta.started_at,
+        last_update: last,
+        total: meta.total,
+        done: cp.items_done,
+        embedded: cp.stats.texts_succeeded,
+        failed: cp.stats.texts_failed,
+        remaining,
+        texts_per_second: rate,
+        eta_seconds: match (remaining, rate) {
+            (Some(r), Some(rate)) if rate > 0.0 => Some(r as f64 / rate),
+            _ => None,
+        },
+        output: PathBuf::from(meta.output_file),
+        errors: dir.join(rundir::ERRORS),
+        note,
+    })
+}
+
+/// Formats a progress line for logs (not a terminal).
+pub fn progress_line(p: &ProgressInfo) -> String {
+    let total = p.total.map_or_else(String::new, |t| format!("/{t}"));
+    let eta = p.eta_seconds.map_or_else(String::new, |e| format!(", ETA {:.0}s", e));
+    format!(
+        "llama-embed: {}{total} items, {} failed, {:.0} texts/s, {:.0} tokens/s, {} MB{eta}",
+        p.done, p.failed, p.texts_per_second, p.tokens_per_second, p.memory_mb
+    )
+}

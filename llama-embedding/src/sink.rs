@@ -1,0 +1,557 @@
+//! Output sinks. Every sink gets results in input order through one trait ([`Sink`]:
+//! `write_batch`, `flush`, `finish`). `flush` makes what was written durable and returns a
+//! [`SinkState`] (file lengths, rows) for the checkpoint; reopening a sink with that state
+//! truncates anything written after it, which is how a resumed run continues byte-exactly.
+//!
+//! Formats: `jsonl` (one object a line), `json` (one document: job, results, summary), `csv`
+//! (one column per dimension, spreadsheet-safe), `npy` (a `(rows, dim)` array plus
+//! `*.ids.jsonl`). Compact element types ([`Dtype`]): `f16` (rounded to nearest), `int8`
+//! (`round(x * 127)` clamped to [-127, 127], for L2-normalised vectors), `binary` (bit `i` is
+//! `x_i > 0`, packed most significant bit first as numpy's `packbits`).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::item::{EmbeddingResult, ItemFailure};
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    Jsonl,
+    Json,
+    Csv,
+    Npy,
+}
+
+impl OutputFormat {
+    pub fn from_path(path: &Path) -> Option<OutputFormat> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "jsonl" | "ndjson" => Some(OutputFormat::Jsonl),
+            "json" => Some(OutputFormat::Json),
+            "csv" => Some(OutputFormat::Csv),
+            "npy" => Some(OutputFormat::Npy),
+            _ => None,
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Jsonl => "jsonl",
+            OutputFormat::Json => "json",
+            OutputFormat::Csv => "csv",
+            OutputFormat::Npy => "npy",
+        }
+    }
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "jsonl" => Ok(OutputFormat::Jsonl),
+            "json" => Ok(OutputFormat::Json),
+            "csv" => Ok(OutputFormat::Csv),
+            "npy" => Ok(OutputFormat::Npy),
+            "parquet" => Err("parquet output is not built yet (see issue 4's note); use npy or jsonl".into()),
+            _ => Err(format!("unknown output format {s:?} (jsonl, json, csv, npy)")),
+        }
+    }
+}
+
+/// Element type of stored vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    #[default]
+    F32,
+    F16,
+    Int8,
+    Binary,
+}
+
+impl std::str::FromStr for Dtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Dtype::F32),
+            "f16" => Ok(Dtype::F16),
+            "int8" => Ok(Dtype::Int8),
+            "binary" => Ok(Dtype::Binary),
+            _ => Err(format!("unknown dtype {s:?} (f32, f16, int8, binary)")),
+        }
+    }
+}
+
+/// int8 quantisation of one component.
+pub fn quantize_i8(x: f32) -> i8 {
+    (x * 127.0).round().clamp(-127.0, 127.0) as i8
+}
+
+/// Sign bits packed MSB-first.
+pub fn pack_bits(v: &[f32]) -> Vec<u8> {
+    let mut out = vec![0u8; v.len().div_ceil(8)];
+    for (i, x) in v.iter().enumerate() {
+        if *x > 0.0 {
+            out[i / 8] |= 0x80 >> (i % 8);
+        }
+    }
+    out
+}
+
+/// What a checkpoint records of a sink.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkState {
+    pub rows: u64,
+    /// (file name in the run directory, durable length in bytes).
+    pub files: Vec<(String, u64)>,
+}
+
+/// Receives results in input order.
+pub trait Sink: Send {
+    fn write_batch(&mut self, items: &[EmbeddingResult]) -> io::Result<()>;
+    /// Makes everything written so far durable; the returned state is safe to checkpoint.
+    fn flush(&mut self) -> io::Result<SinkState>;
+    /// Completes the output (closing brackets, final headers) with the run's summary.
+    fn finish(&mut self, _summary: &Value) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A file we append to, which knows its length and can be reopened at a checkpointed length.
+pub struct TrackedFile {
+    path: PathBuf,
+    name: String,
+    w: BufWriter<File>,
+    len: u64,
+}
+
+impl TrackedFile {
+    /// Creates `dir/name`, or with `resume_len` reopens it and cuts it to that length.
+    ///
+    /// # Errors
+    /// I/O errors, or a file shorter than the checkpoint says (it was damaged).
+    pub fn open(dir: &Path, name: &str, resume_len: Option<u64>) -> io::Result<Self> {
+        let path = dir.join(name);
+        let (file, len) = match resume_len {
+            Some(len) => {
+                let mut f = OpenOptions::new().read(true).write(true).open(&path)?;
+                let actual = f.metadata()?.len();
+                if actual < len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} has {actual} bytes but the checkpoint covers {len}: it was truncated or replaced",
+                            path.display()
+                        ),
+                    ));
+                }
+                f.set_len(len)?;
+                f.seek(SeekFrom::Start(len))?;
+                (f, len)
+            }
+            None => (File::create(&path)?, 0),
+        };
+        Ok(TrackedFile {
+            path,
+            name: name.to_string(),
+            w: BufWriter::with_capacity(1 << 20, file),
+            len,
+        })
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.w.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes and fsyncs; returns (name, length).
+    pub fn sync(&mut self) -> io::Result<(String, u64)> {
+        self.w.flush()?;
+        self.w.get_ref().sync_data()?;
+        Ok((self.name.clone(), self.len))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn file_mut(&mut self) -> io::Result<&mut File> {
+        self.w.flush()?;
+        Ok(self.w.get_mut())
+    }
+}
+
+fn resume_len(state: Option<&SinkState>, name: &str) -> io::Result<Option<u64>> {
+    match state {
+        None => Ok(None),
+        Some(s) => s
+            .files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, l)| Some(*l))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("the checkpoint has no entry for {name}"))),
+    }
+}
+
+/// The vector as JSON in the chosen dtype.
+fn vector_json(v: &[f32], dtype: Dtype) -> Value {
+    match dtype {
+        Dtype::F32 => Value::from(v.to_vec()),
+        Dtype::F16 => Value::from(v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect::<Vec<f32>>()),
+        Dtype::Int8 => Value::from(v.iter().map(|x| i64::from(quantize_i8(*x))).collect::<Vec<i64>>()),
+        Dtype::Binary => Value::from(pack_bits(v).into_iter().map(i64::from).collect::<Vec<i64>>()),
+    }
+}
+
+const RESERVED: [&str; 4] = ["id", "embedding", "n_tokens", "truncated"];
+
+/// One result as the JSON object used by `jsonl` and `json` outputs.
+pub fn result_json(r: &EmbeddingResult, dtype: Dtype) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), serde_json::to_value(&r.id).expect("id"));
+    m.insert("embedding".into(), vector_json(&r.embedding, dtype));
+    m.insert("n_tokens".into(), r.n_tokens.into());
+    m.insert("truncated".into(), r.truncated.into());
+    if let Some(extra) = &r.extra {
+        for (k, v) in extra {
+            if !RESERVED.contains(&k.as_str()) {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(m)
+}
+
+/// `jsonl`: one object a line.
+pub struct JsonlSink {
+    file: TrackedFile,
+    dtype: Dtype,
+    rows: u64,
+}
+
+impl JsonlSink {
+    /// # Errors
+    /// I/O errors.
+    pub fn open(dir: &Path, name: &str, dtype: Dtype, state: Option<&SinkState>) -> io::Result<Self> {
+        Ok(JsonlSink {
+            file: TrackedFile::open(dir, name, resume_len(state, name)?)?,
+            dtype,
+            rows: state.map_or(0, |s| s.rows),
+        })
+    }
+}
+
+impl Sink for JsonlSink {
+    fn write_batch(&mut self, items: &[EmbeddingResult]) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(items.len() * 4096);
+        for r in items {
+            serde_json::to_writer(&mut buf, &result_json(r, self.dtype))?;
+            buf.push(b'\n');
+        }
+        self.rows += items.len() as u64;
+        self.file.write(&buf)
+    }
+    fn flush(&mut self) -> io::Result<SinkState> {
+        Ok(SinkState {
+            rows: self.rows,
+            files: vec![self.file.sync()?],
+        })
+    }
+}
+
+/// `json`: `{"job": ..., "results": [...], "summary": ...}` (seed 001's export), written as it
+/// goes.
+pub struct JsonSink {
+    file: TrackedFile,
+    dtype: Dtype,
+    rows: u64,
+}
+
+impl JsonSink {
+    /// # Errors
+    /// I/O errors.
+    pub fn open(dir: &Path, name: &str, dtype: Dtype, job: &Value, state: Option<&SinkState>) -> io::Result<Self> {
+        let mut file = TrackedFile::open(dir, name, resume_len(state, name)?)?;
+        if state.is_none() {
+            let mut head = b"{\"job\": ".to_vec();
+            serde_json::to_writer(&mut head, job)?;
+            head.extend_from_slice(b",\n\"results\": [");
+            file.write(&head)?;
+        }
+        Ok(JsonSink {
+            file,
+            dtype,
+            rows: state.map_or(0, |s| s.rows),
+        })
+    }
+}
+
+impl Sink for JsonSink {
+    fn write_batch(&mut self, items: &[EmbeddingResult]) -> io::Result<()> {
+        let mut buf = Vec::new();
+        for r in items {
+            buf.extend_from_slice(if self.rows == 0 { b"\n" } else { b",\n" });
+            serde_json::to_writer(&mut buf, &result_json(r, self.dtype))?;
+            self.rows += 1;
+        }
+        self.file.write(&buf)
+    }
+    fn flush(&mut self) -> io::Result<SinkState> {
+        Ok(SinkState {
+            rows: self.rows,
+            files: vec![self.file.sync()?],
+        })
+    }
+    fn finish(&mut self, summary: &Value) -> io::Result<()> {
+        let mut tail = b"\n],\n\"summary\": ".to_vec();
+        serde_json::to_writer(&mut tail, summary)?;
+        tail.extend_from_slice(b"}\n");
+        self.file.write(&tail)?;
+        self.file.sync().map(|_| ())
+    }
+}
+
+/// Makes a cell safe to open in a spreadsheet (OWASP: a leading `= + - @` tab or CR starts a
+/// formula; prefix it with `'`).
+pub fn spreadsheet_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}").into(),
+        _ => s.into(),
+    }
+}
+
+/// `csv`: `id,n_tokens,truncated,e0..e{dim-1}` (one column per dimension).
+pub struct CsvSink {
+    file: TrackedFile,
+    dtype: Dtype,
+    rows: u64,
+}
+
+impl CsvSink {
+    /// # Errors
+    /// I/O errors.
+    pub fn open(dir: &Path, name: &str, dims: usize, dtype: Dtype, state: Option<&SinkState>) -> io::Result<Self> {
+        let mut file = TrackedFile::open(dir, name, resume_len(state, name)?)?;
+        if state.is_none() {
+            let cols = if dtype == Dtype::Binary { dims.div_ceil(8) } else { dims };
+            let mut header = String::from("id,n_tokens,truncated");
+            for i in 0..cols {
+                header.push_str(&format!(",e{i}"));
+            }
+            header.push('\n');
+            file.write(header.as_bytes())?;
+        }
+        Ok(CsvSink {
+            file,
+            dtype,
+            rows: state.map_or(0, |s| s.rows),
+        })
+    }
+}
+
+impl Sink for CsvSink {
+    fn write_batch(&mut self, items: &[EmbeddingResult]) -> io::Result<()> {
+        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+        for r in items {
+            let mut row: Vec<String> = vec![
+                spreadsheet_safe(&r.id.to_string()).into_owned(),
+                r.n_tokens.to_string(),
+                r.truncated.to_string(),
+            ];
+            match vector_json(&r.embedding, self.dtype) {
+                Value::Array(a) => row.extend(a.iter().map(Value::to_string)),
+                _ => unreachable!("vectors are arrays"),
+            }
+            w.write_record(&row)?;
+        }
+        self.rows += items.len() as u64;
+        let buf = w.into_inner().map_err(|e| io::Error::other(e.to_string()))?;
+        self.file.write(&buf)
+    }
+    fn flush(&mut self) -> io::Result<SinkState> {
+        Ok(SinkState {
+            rows: self.rows,
+            files: vec![self.file.sync()?],
+        })
+    }
+}
+
+/// `npy`: the vectors as a `(rows, cols)` array and `NAME.ids.jsonl` (one JSON id a line).
+/// The header's row count is rewritten at every flush.
+pub struct NpySink {
+    data: TrackedFile,
+    ids: TrackedFile,
+    dtype: Dtype,
+    cols: usize,
+    rows: u64,
+}
+
+impl NpySink {
+    /// # Errors
+    /// I/O errors.
+    pub fn open(dir: &Path, name: &str, dims: usize, dtype: Dtype, state: Option<&SinkState>) -> io::Result<Self> {
+        let ids_name = ids_file_name(name);
+        let mut data = TrackedFile::open(dir, name, resume_len(state, name)?)?;
+        let ids = TrackedFile::open(dir, &ids_name, resume_len(state, &ids_name)?)?;
+        let cols = if dtype == Dtype::Binary { dims.div_ceil(8) } else { dims };
+        if state.is_none() {
+            data.write(&crate::npy::header(Self::descr(dtype), 0, cols))?;
+        }
+        Ok(NpySink {
+            data,
+            ids,
+            dtype,
+            cols,
+            rows: state.map_or(0, |s| s.rows),
+        })
+    }
+
+    fn descr(dtype: Dtype) -> &'static str {
+        match dtype {
+            Dtype::F32 => "<f4",
+            Dtype::F16 => "<f2",
+            Dtype::Int8 => "|i1",
+            Dtype::Binary => "|u1",
+        }
+    }
+}
+
+/// `out.npy` -> `out.ids.jsonl`.
+pub fn ids_file_name(npy_name: &str) -> String {
+    format!("{}.ids.jsonl", npy_name.strip_suffix(".npy").unwrap_or(npy_name))
+}
+
+impl Sink for NpySink {
+    fn write_batch(&mut self, items: &[EmbeddingResult]) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(items.len() * self.cols * 4);
+        let mut ids = Vec::new();
+        for r in items {
+            match self.dtype {
+                Dtype::F32 => r.embedding.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+                Dtype::F16 => r
+                    .embedding
+                    .iter()
+                    .for_each(|x| buf.extend_from_slice(&half::f16::from_f32(*x).to_le_bytes())),
+                Dtype::Int8 => buf.extend(r.embedding.iter().map(|x| quantize_i8(*x) as u8)),
+                Dtype::Binary => buf.extend(pack_bits(&r.embedding)),
+            }
+            serde_json::to_writer(&mut ids, &r.id)?;
+            ids.push(b'\n');
+        }
+        self.rows += items.len() as u64;
+        self.data.write(&buf)?;
+        self.ids.write(&ids)
+    }
+    fn flush(&mut self) -> io::Result<SinkState> {
+        let header = crate::npy::header(Self::descr(self.dtype), self.rows, self.cols);
+        let len = self.data.len();
+        let f = self.data.file_mut()?;
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(&header)?;
+        f.seek(SeekFrom::Start(len))?;
+        Ok(SinkState {
+            rows: self.rows,
+            files: vec![self.data.sync()?, self.ids.sync()?],
+        })
+    }
+}
+
+/// Opens the sink for `format` as `dir/name`.
+///
+/// # Errors
+/// I/O errors.
+pub fn open_sink(
+    format: OutputFormat,
+    dir: &Path,
+    name: &str,
+    dims: usize,
+    dtype: Dtype,
+    job: &Value,
+    state: Option<&SinkState>,
+) -> io::Result<Box<dyn Sink>> {
+    Ok(match format {
+        OutputFormat::Jsonl => Box::new(JsonlSink::open(dir, name, dtype, state)?),
+        OutputFormat::Json => Box::new(JsonSink::open(dir, name, dtype, job, state)?),
+        OutputFormat::Csv => Box::new(CsvSink::open(dir, name, dims, dtype, state)?),
+        OutputFormat::Npy => Box::new(NpySink::open(dir, name, dims, dtype, state)?),
+    })
+}
+
+/// The errors file (`errors.jsonl`): `id`, `error`, `error_type`, `line`, `byte`, `index`.
+pub struct ErrorFile {
+    file: TrackedFile,
+    rows: u64,
+}
+
+impl ErrorFile {
+    /// # Errors
+    /// I/O errors.
+    pub fn open(dir: &Path, name: &str, state: Option<&SinkState>) -> io::Result<Self> {
+        Ok(ErrorFile {
+            file: TrackedFile::open(dir, name, resume_len(state, name)?)?,
+            rows: state.map_or(0, |s| s.rows),
+        })
+    }
+
+    /// # Errors
+    /// I/O errors.
+    pub fn write(&mut self, f: &ItemFailure) -> io::Result<()> {
+        let mut v = serde_json::json!({
+            "id": f.id,
+            "index": f.index,
+            "error": f.error.message,
+            "error_type": f.error.kind,
+        });
+        if let Some(p) = f.position {
+            v["line"] = p.line.into();
+            v["byte"] = p.byte.into();
+        }
+        let mut line = serde_json::to_vec(&v)?;
+        line.push(b'\n');
+        self.rows += 1;
+        self.file.write(&line)
+    }
+
+    /// # Errors
+    /// I/O errors.
+    pub fn flush(&mut self) -> io::Result<SinkState> {
+        Ok(SinkState {
+            rows: self.rows,
+            files: vec![self.file.sync()?],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantisation_and_bits_are_as_documented() {
+        assert_eq!(quantize_i8(1.0), 127);
+        assert_eq!(quantize_i8(-2.0), -127);
+        assert_eq!(quantize_i8(0.004), 1);
+        assert_eq!(pack_bits(&[1.0, -1.0, 0.0, 0.5, -0.1, 0.1, 0.2, -0.3, 0.9]), vec![0b1001_0110, 0b1000_0000]);
+    }
+
+    #[test]
+    fn formulas_are_defused() {
+        assert_eq!(spreadsheet_safe("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+        assert_eq!(spreadsheet_safe("-2+3"), "'-2+3");
+        assert_eq!(spreadsheet_safe("plain"), "plain");
+    }
+}
