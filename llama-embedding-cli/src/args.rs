@@ -89,9 +89,9 @@ pub struct EmbedArgs {
     /// Tokens per decode (packing target).
     #[arg(long)]
     pub token_budget: Option<usize>,
-    /// Engine threads, each with its own context.
-    #[arg(long, default_value_t = 1)]
-    pub workers: usize,
+    /// Engine threads, each with its own context (default: one per core, up to 8).
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// CPU threads per engine thread (default: cores / workers).
     #[arg(long)]
     pub threads: Option<usize>,

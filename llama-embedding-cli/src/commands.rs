@@ -153,7 +153,10 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         }
         config = config.with_sort_by_length(!a.no_sort);
     }
-    config = config.with_embed(embed).with_workers(a.workers).with_progress(!a.quiet);
+    config = config.with_embed(embed).with_progress(!a.quiet);
+    if let Some(w) = a.workers {
+        config = config.with_workers(w);
+    }
     if let Some(t) = a.threads {
         config = config.with_threads_per_worker(t);
     }

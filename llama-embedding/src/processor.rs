@@ -57,7 +57,7 @@ pub struct BatchConfig {
     pub batch_size: usize,
     /// Packing target in tokens per decode. Default 512 (see specification/performance.md).
     pub token_budget: usize,
-    /// Engine threads, each with its own llama.cpp context. Default 1.
+    /// Engine threads, each with its own llama.cpp context. Default: one per core, up to 8.
     pub workers: usize,
     /// CPU threads per context; `None`: the available cores divided among the workers.
     pub threads_per_worker: Option<usize>,
@@ -83,7 +83,7 @@ impl Default for BatchConfig {
         BatchConfig {
             batch_size: 32,
             token_budget: 512,
-            workers: 1,
+            workers: default_workers(),
             threads_per_worker: None,
             window: 256,
             sort_by_length: true,
@@ -96,6 +96,13 @@ impl Default for BatchConfig {
             skip_blank_lines: false,
         }
     }
+}
+
+/// One engine thread per core (up to 8), one CPU thread each: on small embedding models a
+/// context per core beats one context with many threads (measured in
+/// specification/performance.md).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8)
 }
 
 macro_rules! with {

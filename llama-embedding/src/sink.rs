@@ -207,33 +207,75 @@ fn resume_len(state: Option<&SinkState>, name: &str) -> io::Result<Option<u64>> 
     }
 }
 
-/// The vector as JSON in the chosen dtype.
-fn vector_json(v: &[f32], dtype: Dtype) -> Value {
-    match dtype {
-        Dtype::F32 => Value::from(v.to_vec()),
-        Dtype::F16 => Value::from(v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect::<Vec<f32>>()),
-        Dtype::Int8 => Value::from(v.iter().map(|x| i64::from(quantize_i8(*x))).collect::<Vec<i64>>()),
-        Dtype::Binary => Value::from(pack_bits(v).into_iter().map(i64::from).collect::<Vec<i64>>()),
+/// A vector in the chosen dtype, serialised as a JSON array (f32 with its shortest exact
+/// decimal form).
+pub enum VectorRepr<'a> {
+    F32(&'a [f32]),
+    F16(Vec<f32>),
+    Ints(Vec<i16>),
+}
+
+impl<'a> VectorRepr<'a> {
+    pub fn new(v: &'a [f32], dtype: Dtype) -> Self {
+        match dtype {
+            Dtype::F32 => VectorRepr::F32(v),
+            Dtype::F16 => VectorRepr::F16(v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect()),
+            Dtype::Int8 => VectorRepr::Ints(v.iter().map(|x| i16::from(quantize_i8(*x))).collect()),
+            Dtype::Binary => VectorRepr::Ints(pack_bits(v).into_iter().map(i16::from).collect()),
+        }
+    }
+
+    /// The components as strings (CSV cells).
+    pub fn cells(&self) -> Vec<String> {
+        let mut b = ryu::Buffer::new();
+        match self {
+            VectorRepr::F32(v) => v.iter().map(|x| b.format(*x).to_string()).collect(),
+            VectorRepr::F16(v) => v.iter().map(|x| b.format(*x).to_string()).collect(),
+            VectorRepr::Ints(v) => v.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+impl Serialize for VectorRepr<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            VectorRepr::F32(v) => v.serialize(s),
+            VectorRepr::F16(v) => v.serialize(s),
+            VectorRepr::Ints(v) => v.serialize(s),
+        }
     }
 }
 
 const RESERVED: [&str; 4] = ["id", "embedding", "n_tokens", "truncated"];
 
-/// One result as the JSON object used by `jsonl` and `json` outputs.
-pub fn result_json(r: &EmbeddingResult, dtype: Dtype) -> Value {
-    let mut m = serde_json::Map::new();
-    m.insert("id".into(), serde_json::to_value(&r.id).expect("id"));
-    m.insert("embedding".into(), vector_json(&r.embedding, dtype));
-    m.insert("n_tokens".into(), r.n_tokens.into());
-    m.insert("truncated".into(), r.truncated.into());
-    if let Some(extra) = &r.extra {
-        for (k, v) in extra {
-            if !RESERVED.contains(&k.as_str()) {
-                m.insert(k.clone(), v.clone());
-            }
+/// One output record: `id`, `embedding`, `n_tokens`, `truncated`, then kept fields.
+#[derive(Serialize)]
+pub struct OutputRecord<'a> {
+    pub id: &'a crate::item::ItemId,
+    pub embedding: VectorRepr<'a>,
+    pub n_tokens: usize,
+    pub truncated: bool,
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, Value>,
+}
+
+impl<'a> OutputRecord<'a> {
+    pub fn new(r: &'a EmbeddingResult, dtype: Dtype) -> Self {
+        let fields = r
+            .extra
+            .iter()
+            .flatten()
+            .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        OutputRecord {
+            id: &r.id,
+            embedding: VectorRepr::new(&r.embedding, dtype),
+            n_tokens: r.n_tokens,
+            truncated: r.truncated,
+            fields,
         }
     }
-    Value::Object(m)
 }
 
 /// `jsonl`: one object a line.
@@ -259,7 +301,7 @@ impl Sink for JsonlSink {
     fn write_batch(&mut self, items: &[EmbeddingResult]) -> io::Result<()> {
         let mut buf = Vec::with_capacity(items.len() * 4096);
         for r in items {
-            serde_json::to_writer(&mut buf, &result_json(r, self.dtype))?;
+            serde_json::to_writer(&mut buf, &OutputRecord::new(r, self.dtype))?;
             buf.push(b'\n');
         }
         self.rows += items.len() as u64;
@@ -305,7 +347,7 @@ impl Sink for JsonSink {
         let mut buf = Vec::new();
         for r in items {
             buf.extend_from_slice(if self.rows == 0 { b"\n" } else { b",\n" });
-            serde_json::to_writer(&mut buf, &result_json(r, self.dtype))?;
+            serde_json::to_writer(&mut buf, &OutputRecord::new(r, self.dtype))?;
             self.rows += 1;
         }
         self.file.write(&buf)
@@ -372,10 +414,7 @@ impl Sink for CsvSink {
                 r.n_tokens.to_string(),
                 r.truncated.to_string(),
             ];
-            match vector_json(&r.embedding, self.dtype) {
-                Value::Array(a) => row.extend(a.iter().map(Value::to_string)),
-                _ => unreachable!("vectors are arrays"),
-            }
+            row.extend(VectorRepr::new(&r.embedding, self.dtype).cells());
             w.write_record(&row)?;
         }
         self.rows += items.len() as u64;
