@@ -150,7 +150,11 @@ pub struct Checkpoint {
 pub fn load_checkpoint(dir: &Path) -> Result<(Option<Checkpoint>, Option<String>)> {
     match read_checked::<Checkpoint>(&dir.join(CHECKPOINT)) {
         Ok(c) => Ok((Some(c), None)),
-        Err(CheckedError::Missing) => Ok((None, None)),
+        // A kill between the two renames of save_checkpoint leaves only the previous one.
+        Err(CheckedError::Missing) => match read_checked::<Checkpoint>(&dir.join(CHECKPOINT_PREV)) {
+            Ok(c) => Ok((Some(c), None)),
+            Err(_) => Ok((None, None)),
+        },
         Err(CheckedError::Corrupt(why)) => match read_checked::<Checkpoint>(&dir.join(CHECKPOINT_PREV)) {
             Ok(c) => Ok((
                 Some(c),

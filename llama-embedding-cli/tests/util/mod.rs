@@ -1,0 +1,85 @@
+//! Harness for the CLI tests: the real binary, temp dirs, the models.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_llama-embed"));
+    c.env_remove("LLAMA_EMBED_MODEL");
+    c
+}
+
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("LLAMA_EMBED_SHARED")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"), PathBuf::from)
+}
+
+/// The reference all-MiniLM-L6-v2 f16 GGUF, or `None` with a SKIPPED line (a failure when
+/// LLAMA_EMBED_REQUIRE_MODEL is set, as in CI).
+pub fn minilm(test: &str) -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("LLAMA_EMBED_TEST_MODEL").map(PathBuf::from),
+        Some(shared_dir().join("models/all-MiniLM-L6-v2-f16.gguf")),
+        Some(llama_embedding::resolve::models_dir().join(llama_embedding::resolve::DEFAULT_MODEL_FILE)),
+    ];
+    if let Some(p) = candidates.into_iter().flatten().find(|p| p.is_file()) {
+        return Some(p);
+    }
+    assert!(
+        std::env::var_os("LLAMA_EMBED_REQUIRE_MODEL").is_none(),
+        "{test}: no reference model and LLAMA_EMBED_REQUIRE_MODEL is set"
+    );
+    eprintln!("SKIPPED {test}: no all-MiniLM-L6-v2 GGUF");
+    None
+}
+
+/// The tiny random BERT (generated once per test binary).
+pub fn tiny() -> PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("llama-embed-cli-tiny-{}", std::process::id()));
+        llama_embedding::fixtures::write_tiny_bert(&dir).unwrap()
+    })
+    .clone()
+}
+
+pub fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("llama-embed-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run llama-embed");
+    if std::env::var_os("LLAMA_EMBED_TEST_VERBOSE").is_some() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    out
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Lines of docstrings-2000.txt (or a generated corpus when ../shared is absent).
+pub fn corpus(n: usize) -> String {
+    match std::fs::read_to_string(shared_dir().join("reference/docstrings-2000.txt")) {
+        Ok(t) => t.lines().cycle().take(n).collect::<Vec<_>>().join("\n") + "\n",
+        Err(_) => (0..n).map(|i| format!("line {i} the quick brown fox {}\n", "a ".repeat(i % 13))).collect(),
+    }
+}
+
+pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+pub fn vector(v: &serde_json::Value) -> Vec<f32> {
+    v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
