@@ -52,6 +52,9 @@ pub enum ModelCommand {
         #[arg(long, default_value = "imported-bert")]
         name: String,
     },
+    /// Write the tiny random-weight BERT used by tests and benches (meaningless vectors).
+    #[command(hide = true)]
+    Tiny { dir: PathBuf },
     /// Print a model's facts (dimensions, pooling, context, architecture, sha256).
     Info {
         #[arg(short, long)]

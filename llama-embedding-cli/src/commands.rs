@@ -321,6 +321,10 @@ fn model(cmd: ModelCommand) -> Result<u8> {
             );
             Ok(EXIT_OK)
         }
+        ModelCommand::Tiny { dir } => {
+            println!("{}", llama_embedding::fixtures::write_tiny_bert(&dir)?.display());
+            Ok(EXIT_OK)
+        }
         ModelCommand::Info { model, json } => {
             let margs = ModelArgs {
                 model: model.clone(),
