@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "llama-embed", version, about = "Embed large text corpora locally with llama.cpp GGUF models")]
+#[command(
+    name = "llama-embed",
+    version,
+    about = "Embed large text corpora locally with llama.cpp GGUF models"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -52,7 +52,11 @@ fn embed_options(m: &ModelArgs) -> Result<EmbedOptions> {
     Ok(o)
 }
 
-fn load_model(spec: Option<&str>, m: &ModelArgs, obtain: bool) -> Result<(Arc<EmbeddingModel>, String)> {
+fn load_model(
+    spec: Option<&str>,
+    m: &ModelArgs,
+    obtain: bool,
+) -> Result<(Arc<EmbeddingModel>, String)> {
     let resolved = resolve_model(spec, obtain)?;
     let opts = LoadOptions::default().with_gpu_layers(m.gpu_layers);
     let require_pooling = m.pooling.as_deref().is_none_or(|p| p == "model");
@@ -72,7 +76,10 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         (None, Some(m)) => m.input.clone(),
         (Some(i), Some(m)) if *i == m.input => i.clone(),
         (Some(i), Some(m)) => {
-            return usage(format!("--resume continues the run over {}, not {i}", m.input));
+            return usage(format!(
+                "--resume continues the run over {}, not {i}",
+                m.input
+            ));
         }
         (None, None) => return usage("give an INPUT file (or - for stdin), or --resume RUN_DIR"),
     };
@@ -84,12 +91,20 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         (Some(f), _) => f.parse().map_err(anyhow::Error::msg)?,
         (None, Some(o)) => match OutputFormat::from_path(o) {
             Some(f) => f,
-            None => return usage(format!("cannot tell the format of {} from its extension; use --format", o.display())),
+            None => {
+                return usage(format!(
+                    "cannot tell the format of {} from its extension; use --format",
+                    o.display()
+                ))
+            }
         },
         (None, None) => OutputFormat::Jsonl,
     };
     if let Some(o) = &a.output {
-        let parent = o.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = o
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if !parent.is_dir() {
             bail!("output folder {} does not exist", parent.display());
         }
@@ -116,18 +131,19 @@ fn embed(a: EmbedArgs) -> Result<u8> {
     };
 
     // On resume the stored model and vector settings win; flags that differ are refused.
-    let model_spec = a
-        .model
-        .model
-        .clone()
-        .or_else(|| stored.as_ref().map(|m| m.model_path.to_string_lossy().into_owned()));
+    let model_spec = a.model.model.clone().or_else(|| {
+        stored
+            .as_ref()
+            .map(|m| m.model_path.to_string_lossy().into_owned())
+    });
     let (model, source) = load_model(model_spec.as_deref(), &a.model, true)?;
     let mut embed = embed_options(&a.model)?;
     let mut config = BatchConfig::default();
     if let Some(m) = &stored {
         let v = &m.vectors;
         let given = embed_options(&a.model)?;
-        if given != EmbedOptions::default().with_truncate(!a.model.no_truncate) && given != v.embed {
+        if given != EmbedOptions::default().with_truncate(!a.model.no_truncate) && given != v.embed
+        {
             bail!(
                 "cannot resume {}: vector settings differ from the run's ({:?} vs {:?})",
                 a.resume.as_ref().expect("resume").display(),
@@ -176,7 +192,9 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         .or(a.run_dir.clone())
         .unwrap_or_else(|| llama_embedding::rundir::default_run_dir(&input));
     let total = match input_format {
-        InputFormat::Text | InputFormat::Jsonl if input != "-" && selection.is_all() => count_lines(Path::new(&input)),
+        InputFormat::Text | InputFormat::Jsonl if input != "-" && selection.is_all() => {
+            count_lines(Path::new(&input))
+        }
         _ => None,
     };
     let already = if resume {
@@ -205,7 +223,12 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         save_interval: Duration::from_secs(5),
         total,
     };
-    let report = job::run_job(job, resume, crate::progress::reporter(a.quiet, already), stop)?;
+    let report = job::run_job(
+        job,
+        resume,
+        crate::progress::reporter(a.quiet, already),
+        stop,
+    )?;
 
     let s = &report.stats;
     let summary = serde_json::json!({
@@ -220,21 +243,32 @@ fn embed(a: EmbedArgs) -> Result<u8> {
     });
     if !a.quiet {
         eprintln!("{}", "=".repeat(72));
-        eprintln!("llama-embed {}", summary["status"].as_str().unwrap_or_default().to_uppercase());
+        eprintln!(
+            "llama-embed {}",
+            summary["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_uppercase()
+        );
         eprintln!("{}", "=".repeat(72));
         eprintln!("resumed over: {} items already done", report.resumed_over);
         eprintln!("{}", s.summary());
         eprintln!("model:      {}", model.path().display());
         eprintln!("run dir:    {}", report.run_dir.display());
         eprintln!("output:     {}", report.output.display());
-        eprintln!("errors:     {} ({} failed)", report.errors.display(), s.texts_failed);
+        eprintln!(
+            "errors:     {} ({} failed)",
+            report.errors.display(),
+            s.texts_failed
+        );
         if let Some(m) = &report.message {
             eprintln!("stopped:    {m}");
         }
         eprintln!("{}", "=".repeat(72));
     }
     if let Some(p) = &a.summary_json {
-        std::fs::write(p, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(match report.end {
         JobEnd::Interrupted => EXIT_INTERRUPTED,
@@ -256,15 +290,20 @@ fn status(dir: &Path, json: bool) -> Result<u8> {
     println!("started:      {}", st.started_at);
     println!("last update:  {}", st.last_update);
     println!("total:        {}", opt(st.total));
-    println!("done:         {} ({} embedded, {} failed)", st.done, st.embedded, st.failed);
+    println!(
+        "done:         {} ({} embedded, {} failed)",
+        st.done, st.embedded, st.failed
+    );
     println!("remaining:    {}", opt(st.remaining));
     println!(
         "rate:         {}",
-        st.texts_per_second.map_or_else(|| "unknown".into(), |r| format!("{r:.1} items/s"))
+        st.texts_per_second
+            .map_or_else(|| "unknown".into(), |r| format!("{r:.1} items/s"))
     );
     println!(
         "ETA:          {}",
-        st.eta_seconds.map_or_else(|| "unknown".into(), |e| format!("{e:.0}s"))
+        st.eta_seconds
+            .map_or_else(|| "unknown".into(), |e| format!("{e:.0}s"))
     );
     println!("output:       {}", st.output.display());
     if let Some(n) = st.note {
@@ -276,7 +315,8 @@ fn status(dir: &Path, json: bool) -> Result<u8> {
 fn errors(dir: &Path, json: bool) -> Result<u8> {
     let path = dir.join(llama_embedding::rundir::ERRORS);
     job::load_metadata(dir)?;
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let (cp, _) = llama_embedding::rundir::load_checkpoint(dir)?;
     // Only what the checkpoint covers is final.
     let covered = cp.map_or(0, |c| c.errors.files.first().map_or(0, |f| f.1)) as usize;
@@ -286,8 +326,15 @@ fn errors(dir: &Path, json: bool) -> Result<u8> {
             println!("{line}");
         } else {
             let v: serde_json::Value = serde_json::from_str(line)?;
-            let at = v.get("line").map_or_else(String::new, |l| format!(" (line {l})"));
-            println!("{}{at}: {} [{}]", v["id"], v["error"].as_str().unwrap_or_default(), v["error_type"].as_str().unwrap_or_default());
+            let at = v
+                .get("line")
+                .map_or_else(String::new, |l| format!(" (line {l})"));
+            println!(
+                "{}{at}: {} [{}]",
+                v["id"],
+                v["error"].as_str().unwrap_or_default(),
+                v["error_type"].as_str().unwrap_or_default()
+            );
         }
     }
     Ok(EXIT_OK)
@@ -300,16 +347,25 @@ fn model(cmd: ModelCommand) -> Result<u8> {
             let target = dir.join(resolve::DEFAULT_MODEL_FILE);
             if target.is_file() {
                 println!("{}", target.display());
-                eprintln!("llama-embed: the default model is already at {}", target.display());
+                eprintln!(
+                    "llama-embed: the default model is already at {}",
+                    target.display()
+                );
                 return Ok(EXIT_OK);
             }
             let r = resolve::obtain_default_model(&dir)?;
-            EmbeddingModel::load(&r.path, &LoadOptions::default(), true).context("checking the obtained model")?;
+            EmbeddingModel::load(&r.path, &LoadOptions::default(), true)
+                .context("checking the obtained model")?;
             eprintln!("llama-embed: obtained the default model from {}", r.source);
             println!("{}", r.path.display());
             Ok(EXIT_OK)
         }
-        ModelCommand::Import { dir, output, r#type, name } => {
+        ModelCommand::Import {
+            dir,
+            output,
+            r#type,
+            name,
+        } => {
             let ty = r#type.parse().map_err(anyhow::Error::msg)?;
             let report = llama_embedding::import::import_model(&dir, &output, ty, &name)?;
             eprintln!(
@@ -322,7 +378,10 @@ fn model(cmd: ModelCommand) -> Result<u8> {
             Ok(EXIT_OK)
         }
         ModelCommand::Tiny { dir } => {
-            println!("{}", llama_embedding::fixtures::write_tiny_bert(&dir)?.display());
+            println!(
+                "{}",
+                llama_embedding::fixtures::write_tiny_bert(&dir)?.display()
+            );
             Ok(EXIT_OK)
         }
         ModelCommand::Info { model, json } => {
@@ -350,7 +409,11 @@ fn model(cmd: ModelCommand) -> Result<u8> {
                 println!("path:          {}", m.path().display());
                 println!("source:        {source}");
                 println!("name:          {}", f.name.as_deref().unwrap_or("-"));
-                println!("architecture:  {} ({})", f.architecture, if f.causal { "causal" } else { "non-causal" });
+                println!(
+                    "architecture:  {} ({})",
+                    f.architecture,
+                    if f.causal { "causal" } else { "non-causal" }
+                );
                 println!("dimensions:    {}", f.dimensions);
                 println!("pooling:       {:?}", f.pooling);
                 println!("context:       {} tokens (training)", f.n_ctx_train);

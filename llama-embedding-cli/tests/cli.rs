@@ -11,37 +11,63 @@ use util::*;
 
 fn embed_args(model: &Path, input: &Path, out: &Path, run: &Path) -> std::process::Command {
     let mut c = bin();
-    c.args(["embed", "-q", "-m"]).arg(model).arg(input).arg("-o").arg(out).arg("--run-dir").arg(run);
+    c.args(["embed", "-q", "-m"])
+        .arg(model)
+        .arg(input)
+        .arg("-o")
+        .arg(out)
+        .arg("--run-dir")
+        .arg(run);
     c
 }
 
 #[test]
 fn sample_text_to_jsonl_matches_sentence_transformers() {
-    let Some(model) = minilm("cli check8") else { return };
+    let Some(model) = minilm("cli check8") else {
+        return;
+    };
     let dir = temp("check8");
-    let refj: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(shared_dir().join("reference/check-8.st-minilm.json")).unwrap()).unwrap();
-    let sentences: Vec<&str> = refj["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let refj: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(shared_dir().join("reference/check-8.st-minilm.json")).unwrap(),
+    )
+    .unwrap();
+    let sentences: Vec<&str> = refj["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
     // A blank line in the middle: skipped and counted, ids stay line numbers.
     let mut text = sentences[..4].join("\n");
     text.push_str("\n\n");
     text.push_str(&sentences[4..].join("\n"));
     std::fs::write(dir.join("in.txt"), text).unwrap();
-    let out = run(embed_args(&model, &dir.join("in.txt"), &dir.join("out.jsonl"), &dir.join("run"))
-        .args(["--max-tokens", "256", "--summary-json"])
-        .arg(dir.join("summary.json")));
+    let out = run(embed_args(
+        &model,
+        &dir.join("in.txt"),
+        &dir.join("out.jsonl"),
+        &dir.join("run"),
+    )
+    .args(["--max-tokens", "256", "--summary-json"])
+    .arg(dir.join("summary.json")));
     assert!(out.status.success(), "{}", stderr(&out));
     let rows = jsonl(&dir.join("out.jsonl"));
     let ids: Vec<u64> = rows.iter().map(|r| r["id"].as_u64().unwrap()).collect();
     assert_eq!(ids, [0, 1, 2, 3, 5, 6, 7, 8]);
     for (i, r) in rows.iter().enumerate() {
-        let reference: Vec<f32> = refj["embeddings"][i].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let reference: Vec<f32> = refj["embeddings"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
         let c = cosine(&vector(r), &reference);
         assert!(c >= 0.9999, "row {i}: cosine {c}");
         assert!(r["n_tokens"].as_u64().unwrap() >= 3);
         assert_eq!(r["truncated"], false);
     }
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["stats"]["texts_succeeded"], 8);
     assert_eq!(s["stats"]["texts_skipped"], 1);
     assert_eq!(s["status"], "completed");
@@ -60,21 +86,38 @@ fn every_output_format_round_trips_the_same_vectors() {
     let mut vectors = Vec::new();
     for fmt in ["jsonl", "json", "csv", "npy"] {
         let out = dir.join(format!("out.{fmt}"));
-        let o = run(&mut embed_args(&model, &dir.join("in.txt"), &out, &dir.join(format!("run-{fmt}"))));
+        let o = run(&mut embed_args(
+            &model,
+            &dir.join("in.txt"),
+            &out,
+            &dir.join(format!("run-{fmt}")),
+        ));
         assert!(o.status.success(), "{fmt}: {}", stderr(&o));
         let v: Vec<Vec<f32>> = match fmt {
             "jsonl" => jsonl(&out).iter().map(vector).collect(),
             "json" => {
-                let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+                let doc: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
                 assert_eq!(doc["summary"]["texts_succeeded"], 120);
                 assert!(doc["job"]["model_sha256"].as_str().unwrap().len() == 64);
-                doc["results"].as_array().unwrap().iter().map(vector).collect()
+                doc["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(vector)
+                    .collect()
             }
             "csv" => {
                 let mut r = csv::Reader::from_path(&out).unwrap();
                 assert_eq!(r.headers().unwrap().len(), 3 + 32);
                 r.records()
-                    .map(|rec| rec.unwrap().iter().skip(3).map(|x| x.parse::<f32>().unwrap()).collect())
+                    .map(|rec| {
+                        rec.unwrap()
+                            .iter()
+                            .skip(3)
+                            .map(|x| x.parse::<f32>().unwrap())
+                            .collect()
+                    })
                     .collect()
             }
             "npy" => {
@@ -89,18 +132,34 @@ fn every_output_format_round_trips_the_same_vectors() {
         vectors.push(v);
     }
     for (i, v) in vectors.iter().enumerate().skip(1) {
-        assert_eq!(v, &vectors[0], "format {i} differs from jsonl (bit for bit)");
+        assert_eq!(
+            v, &vectors[0],
+            "format {i} differs from jsonl (bit for bit)"
+        );
     }
     // Compact dtypes are derived as documented.
-    for (dtype, cols, descr) in [("f16", 32, "<f2"), ("int8", 32, "|i1"), ("binary", 4, "|u1")] {
+    for (dtype, cols, descr) in [
+        ("f16", 32, "<f2"),
+        ("int8", 32, "|i1"),
+        ("binary", 4, "|u1"),
+    ] {
         let out = dir.join(format!("{dtype}.npy"));
-        let o = run(embed_args(&model, &dir.join("in.txt"), &out, &dir.join(format!("run-{dtype}"))).args(["--dtype", dtype]));
+        let o = run(embed_args(
+            &model,
+            &dir.join("in.txt"),
+            &out,
+            &dir.join(format!("run-{dtype}")),
+        )
+        .args(["--dtype", dtype]));
         assert!(o.status.success(), "{}", stderr(&o));
         let a = llama_embedding::npy::read(&out).unwrap();
         assert_eq!((a.rows, a.cols, a.descr.as_str()), (120, cols, descr));
         let first = &vectors[0][0];
         match dtype {
-            "int8" => assert_eq!(a.data[0] as i8, llama_embedding::sink::quantize_i8(first[0])),
+            "int8" => assert_eq!(
+                a.data[0] as i8,
+                llama_embedding::sink::quantize_i8(first[0])
+            ),
             "binary" => assert_eq!(a.data[0..4], llama_embedding::sink::pack_bits(first)[..]),
             _ => {
                 let h = half::f16::from_le_bytes([a.data[0], a.data[1]]).to_f32();
@@ -122,9 +181,26 @@ fn jsonl_and_csv_inputs_keep_their_ids_fields_and_templates() {
          {\"doc\": {\"id\": \"c\"}, \"title\": \"fox\", \"body\": \"dog\", \"lang\": \"fr\"}\n",
     )
     .unwrap();
-    let o = run(embed_args(&model, &dir.join("in.jsonl"), &dir.join("out.jsonl"), &dir.join("run"))
-        .args(["--id-field", "doc.id", "--template", "{title}\\n\\n{body}", "--keep-fields", "lang"]));
-    assert_eq!(o.status.code(), Some(3), "some items failed: {}", stderr(&o));
+    let o = run(embed_args(
+        &model,
+        &dir.join("in.jsonl"),
+        &dir.join("out.jsonl"),
+        &dir.join("run"),
+    )
+    .args([
+        "--id-field",
+        "doc.id",
+        "--template",
+        "{title}\\n\\n{body}",
+        "--keep-fields",
+        "lang",
+    ]));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "some items failed: {}",
+        stderr(&o)
+    );
     let rows = jsonl(&dir.join("out.jsonl"));
     let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["a/../x", "c"]);
@@ -132,17 +208,33 @@ fn jsonl_and_csv_inputs_keep_their_ids_fields_and_templates() {
     let errors = jsonl(&dir.join("run/errors.jsonl"));
     assert_eq!(errors.len(), 2);
     assert_eq!(errors[0]["id"], "b");
-    assert!(errors[0]["error"].as_str().unwrap().contains("{body} is missing"));
+    assert!(errors[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("{body} is missing"));
     assert_eq!(errors[1]["error_type"], "parse");
     assert_eq!(errors[1]["line"], 3);
     // The ids never became paths: nothing was written outside the run directory.
     assert!(!dir.join("x").exists());
 
-    std::fs::write(dir.join("in.csv"), "key,text\nk1,hello world\n=2+3,quick fox\n").unwrap();
-    let o = run(embed_args(&model, &dir.join("in.csv"), &dir.join("out.csv"), &dir.join("run-csv")).args(["--id-field", "key"]));
+    std::fs::write(
+        dir.join("in.csv"),
+        "key,text\nk1,hello world\n=2+3,quick fox\n",
+    )
+    .unwrap();
+    let o = run(embed_args(
+        &model,
+        &dir.join("in.csv"),
+        &dir.join("out.csv"),
+        &dir.join("run-csv"),
+    )
+    .args(["--id-field", "key"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let text = std::fs::read_to_string(dir.join("out.csv")).unwrap();
-    assert!(text.lines().nth(2).unwrap().starts_with("'=2+3,"), "formula defused: {text}");
+    assert!(
+        text.lines().nth(2).unwrap().starts_with("'=2+3,"),
+        "formula defused: {text}"
+    );
 }
 
 #[test]
@@ -151,31 +243,63 @@ fn exit_codes_and_one_line_errors_before_any_work() {
     let dir = temp("exits");
     let o = run(bin().args(["embed", "missing.txt", "-m"]).arg(&model));
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("input file missing.txt does not exist"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("input file missing.txt does not exist"),
+        "{}",
+        stderr(&o)
+    );
     std::fs::write(dir.join("in.txt"), "a\nb\n").unwrap();
-    let o = run(bin().args(["embed", "-m", "nope.gguf"]).arg(dir.join("in.txt")));
+    let o = run(bin()
+        .args(["embed", "-m", "nope.gguf"])
+        .arg(dir.join("in.txt")));
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("nope.gguf") && stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("nope.gguf") && stderr(&o).contains("does not exist"),
+        "{}",
+        stderr(&o)
+    );
     std::fs::write(dir.join("not.gguf"), "this is text").unwrap();
-    let o = run(bin().args(["embed", "-m"]).arg(dir.join("not.gguf")).arg(dir.join("in.txt")));
+    let o = run(bin()
+        .args(["embed", "-m"])
+        .arg(dir.join("not.gguf"))
+        .arg(dir.join("in.txt")));
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("is not a GGUF file"), "{}", stderr(&o));
     let o = run(bin().args(["embed", "--bogus"]));
     assert_eq!(o.status.code(), Some(2));
-    let o = run(&mut embed_args(&model, &dir.join("in.txt"), &dir.join("o.parquet"), &dir.join("r0")));
+    let o = run(&mut embed_args(
+        &model,
+        &dir.join("in.txt"),
+        &dir.join("o.parquet"),
+        &dir.join("r0"),
+    ));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 
     // Stop on the first failure: exit 4, the items before it are kept.
     std::fs::write(dir.join("bad.txt"), b"one\ntwo\n\xff\nfour\n").unwrap();
-    let o = run(embed_args(&model, &dir.join("bad.txt"), &dir.join("o.jsonl"), &dir.join("r1")).args(["--stop-on-error", "--window", "1"]));
+    let o = run(embed_args(
+        &model,
+        &dir.join("bad.txt"),
+        &dir.join("o.jsonl"),
+        &dir.join("r1"),
+    )
+    .args(["--stop-on-error", "--window", "1"]));
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert_eq!(jsonl(&dir.join("o.jsonl")).len(), 2);
-    let o = run(&mut embed_args(&model, &dir.join("bad.txt"), &dir.join("o2.jsonl"), &dir.join("r2")));
+    let o = run(&mut embed_args(
+        &model,
+        &dir.join("bad.txt"),
+        &dir.join("o2.jsonl"),
+        &dir.join("r2"),
+    ));
     assert_eq!(o.status.code(), Some(3));
     assert_eq!(jsonl(&dir.join("o2.jsonl")).len(), 3);
     let st = run(bin().arg("status").arg(dir.join("r2")));
     let st = String::from_utf8_lossy(&st.stdout);
-    assert!(st.contains("completed") && st.contains("done:         4 (3 embedded, 1 failed)"), "{st}");
+    assert!(
+        st.contains("completed") && st.contains("done:         4 (3 embedded, 1 failed)"),
+        "{st}"
+    );
     let er = run(bin().arg("errors").arg(dir.join("r2")));
     assert!(String::from_utf8_lossy(&er.stdout).contains("2 (line 3): invalid UTF-8"));
 }
@@ -185,9 +309,18 @@ fn resume_refuses_other_vector_settings_and_finished_runs() {
     let model = tiny();
     let dir = temp("refuse");
     std::fs::write(dir.join("in.txt"), corpus(50)).unwrap();
-    let o = run(&mut embed_args(&model, &dir.join("in.txt"), &dir.join("o.jsonl"), &dir.join("run")));
+    let o = run(&mut embed_args(
+        &model,
+        &dir.join("in.txt"),
+        &dir.join("o.jsonl"),
+        &dir.join("run"),
+    ));
     assert!(o.status.success());
-    let o = run(bin().args(["embed", "-q", "-m"]).arg(&model).arg("--resume").arg(dir.join("run")));
+    let o = run(bin()
+        .args(["embed", "-q", "-m"])
+        .arg(&model)
+        .arg("--resume")
+        .arg(dir.join("run")));
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("already complete"), "{}", stderr(&o));
     // Mark it unfinished, then resume with another --max-tokens.
@@ -195,11 +328,21 @@ fn resume_refuses_other_vector_settings_and_finished_runs() {
     let mut m = llama_embedding::job::load_metadata(&dir.join("run")).unwrap();
     m.status = "stopped".into();
     llama_embedding::rundir::write_checked(&meta_path, &m).unwrap();
-    let o = run(bin().args(["embed", "-q", "--max-tokens", "64", "-m"]).arg(&model).arg("--resume").arg(dir.join("run")));
+    let o = run(bin()
+        .args(["embed", "-q", "--max-tokens", "64", "-m"])
+        .arg(&model)
+        .arg("--resume")
+        .arg(dir.join("run")));
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("vector settings differ"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("vector settings differ"),
+        "{}",
+        stderr(&o)
+    );
     // And a tampered metadata file is detected.
-    let text = std::fs::read_to_string(&meta_path).unwrap().replace("\"stopped\"", "\"running\"");
+    let text = std::fs::read_to_string(&meta_path)
+        .unwrap()
+        .replace("\"stopped\"", "\"running\"");
     std::fs::write(&meta_path, text).unwrap();
     let o = run(bin().arg("status").arg(dir.join("run")));
     assert!(stderr(&o).contains("checksum mismatch"), "{}", stderr(&o));
@@ -207,7 +350,15 @@ fn resume_refuses_other_vector_settings_and_finished_runs() {
 
 /// Runs to completion with kill -9 at random moments, resuming each time; returns the number
 /// of kills that landed mid-run.
-fn run_with_kills(model: &Path, input: &Path, out: &Path, run_dir: &Path, extra: &[&str], seed: u64, max_delay_ms: u64) -> usize {
+fn run_with_kills(
+    model: &Path,
+    input: &Path,
+    out: &Path,
+    run_dir: &Path,
+    extra: &[&str],
+    seed: u64,
+    max_delay_ms: u64,
+) -> usize {
     let mut rng = seed;
     let mut kills = 0;
     let mut first = true;
@@ -217,7 +368,11 @@ fn run_with_kills(model: &Path, input: &Path, out: &Path, run_dir: &Path, extra:
         // Killed before its metadata was written, a run has nothing to resume.
         first = first || !run_dir.join("metadata.json").exists();
         if first {
-            c.arg(input).arg("-o").arg(out).arg("--run-dir").arg(run_dir);
+            c.arg(input)
+                .arg("-o")
+                .arg(out)
+                .arg("--run-dir")
+                .arg(run_dir);
         } else {
             c.arg("--resume").arg(run_dir);
         }
@@ -231,7 +386,12 @@ fn run_with_kills(model: &Path, input: &Path, out: &Path, run_dir: &Path, extra:
             if let Some(status) = child.try_wait().unwrap() {
                 let mut err = String::new();
                 use std::io::Read;
-                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
                 assert!(status.success(), "run failed: {err}");
                 return kills;
             }
@@ -256,13 +416,33 @@ fn kill_9_at_random_moments_then_resume_gives_byte_identical_output() {
     let extra = ["--save-every", "64", "--window", "64", "--workers", "2"];
     for fmt in ["jsonl", "npy"] {
         let reference = dir.join(format!("ref.{fmt}"));
-        let o = run(embed_args(&model, &dir.join("in.txt"), &reference, &dir.join(format!("ref-{fmt}"))).args(extra));
+        let o = run(embed_args(
+            &model,
+            &dir.join("in.txt"),
+            &reference,
+            &dir.join(format!("ref-{fmt}")),
+        )
+        .args(extra));
         assert!(o.status.success(), "{}", stderr(&o));
         let out = dir.join(format!("killed.{fmt}"));
-        let kills = run_with_kills(&model, &dir.join("in.txt"), &out, &dir.join(format!("run-{fmt}")), &extra, 0x5eed + fmt.len() as u64, 900);
+        let kills = run_with_kills(
+            &model,
+            &dir.join("in.txt"),
+            &out,
+            &dir.join(format!("run-{fmt}")),
+            &extra,
+            0x5eed + fmt.len() as u64,
+            900,
+        );
         eprintln!("{fmt}: {kills} kills");
-        assert!(kills >= 2, "the run was too short to be killed ({kills} kills)");
-        assert!(std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(), "{fmt} differs after {kills} kills");
+        assert!(
+            kills >= 2,
+            "the run was too short to be killed ({kills} kills)"
+        );
+        assert!(
+            std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
+            "{fmt} differs after {kills} kills"
+        );
         if fmt == "npy" {
             assert_eq!(
                 std::fs::read(dir.join("killed.ids.jsonl")).unwrap(),
@@ -276,7 +456,9 @@ fn kill_9_at_random_moments_then_resume_gives_byte_identical_output() {
 
 #[test]
 fn a_killed_run_with_the_real_model_resumes_to_identical_output() {
-    let Some(model) = minilm("kill real model") else { return };
+    let Some(model) = minilm("kill real model") else {
+        return;
+    };
     let dir = temp("kill-real");
     std::fs::write(dir.join("in.txt"), corpus(1200)).unwrap();
     let extra = ["--save-every", "32", "--window", "32"];
@@ -284,7 +466,18 @@ fn a_killed_run_with_the_real_model_resumes_to_identical_output() {
     let o = run(embed_args(&model, &dir.join("in.txt"), &reference, &dir.join("ref")).args(extra));
     assert!(o.status.success(), "{}", stderr(&o));
     let out = dir.join("killed.jsonl");
-    let kills = run_with_kills(&model, &dir.join("in.txt"), &out, &dir.join("run"), &extra, 42, 3000);
+    let kills = run_with_kills(
+        &model,
+        &dir.join("in.txt"),
+        &out,
+        &dir.join("run"),
+        &extra,
+        42,
+        3000,
+    );
     assert!(kills >= 1);
-    assert!(std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(), "differs after {kills} kills");
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
+        "differs after {kills} kills"
+    );
 }

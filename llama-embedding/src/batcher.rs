@@ -92,8 +92,8 @@ pub fn pack<T: Packable>(items: Vec<T>, budget: TokenBudget) -> Vec<Vec<T>> {
     let mut cur_tokens = 0;
     for item in items {
         let n = item.n_tokens();
-        let fits = cur.is_empty()
-            || (cur_tokens + n <= budget.tokens && cur.len() < budget.sequences);
+        let fits =
+            cur.is_empty() || (cur_tokens + n <= budget.tokens && cur.len() < budget.sequences);
         if !fits {
             batches.push(std::mem::take(&mut cur));
             cur_tokens = 0;
@@ -122,37 +122,94 @@ mod tests {
         }
     }
 
-    fn run(items: &[It], budget: TokenBudget, window: usize, sort: bool, start: usize) -> Vec<Vec<u64>> {
+    fn run(
+        items: &[It],
+        budget: TokenBudget,
+        window: usize,
+        sort: bool,
+        start: usize,
+    ) -> Vec<Vec<u64>> {
         let mut b = Batcher::new(budget, window, sort);
         let mut out = Vec::new();
         for it in &items[start..] {
             out.extend(b.push(it.clone()));
         }
         out.extend(b.flush());
-        out.into_iter().map(|v| v.into_iter().map(|i| i.0).collect()).collect()
+        out.into_iter()
+            .map(|v| v.into_iter().map(|i| i.0).collect())
+            .collect()
     }
 
     #[test]
     fn packs_under_the_token_budget_and_sequence_cap() {
         let items: Vec<It> = (0..10).map(|i| It(i, 3)).collect();
-        let b = run(&items, TokenBudget { tokens: 7, sequences: 8 }, 100, false, 0);
-        assert_eq!(b, vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7], vec![8, 9]]);
-        let b = run(&items, TokenBudget { tokens: 100, sequences: 4 }, 100, false, 0);
+        let b = run(
+            &items,
+            TokenBudget {
+                tokens: 7,
+                sequences: 8,
+            },
+            100,
+            false,
+            0,
+        );
+        assert_eq!(
+            b,
+            vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7], vec![8, 9]]
+        );
+        let b = run(
+            &items,
+            TokenBudget {
+                tokens: 100,
+                sequences: 4,
+            },
+            100,
+            false,
+            0,
+        );
         assert_eq!(b, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]);
     }
 
     #[test]
     fn an_item_over_the_budget_gets_a_batch_of_its_own() {
         let items = vec![It(0, 2), It(1, 50), It(2, 2)];
-        let b = run(&items, TokenBudget { tokens: 10, sequences: 8 }, 100, false, 0);
+        let b = run(
+            &items,
+            TokenBudget {
+                tokens: 10,
+                sequences: 8,
+            },
+            100,
+            false,
+            0,
+        );
         assert_eq!(b, vec![vec![0], vec![1], vec![2]]);
     }
 
     #[test]
     fn sorting_stays_inside_a_window_and_every_item_is_batched_once() {
         let items: Vec<It> = (0..9).map(|i| It(i, (9 - i) as usize)).collect();
-        let b = run(&items, TokenBudget { tokens: 100, sequences: 2 }, 3, true, 0);
-        assert_eq!(b, vec![vec![2, 1], vec![0], vec![5, 4], vec![3], vec![8, 7], vec![6]]);
+        let b = run(
+            &items,
+            TokenBudget {
+                tokens: 100,
+                sequences: 2,
+            },
+            3,
+            true,
+            0,
+        );
+        assert_eq!(
+            b,
+            vec![
+                vec![2, 1],
+                vec![0],
+                vec![5, 4],
+                vec![3],
+                vec![8, 7],
+                vec![6]
+            ]
+        );
         let mut all: Vec<u64> = b.concat();
         all.sort_unstable();
         assert_eq!(all, (0..9).collect::<Vec<_>>());
@@ -161,7 +218,10 @@ mod tests {
     #[test]
     fn resuming_at_a_window_boundary_reproduces_the_same_batches() {
         let items: Vec<It> = (0..50).map(|i| It(i, 1 + (i as usize * 7) % 13)).collect();
-        let budget = TokenBudget { tokens: 20, sequences: 4 };
+        let budget = TokenBudget {
+            tokens: 20,
+            sequences: 4,
+        };
         let full = run(&items, budget, 10, true, 0);
         let resumed = run(&items, budget, 10, true, 30);
         assert_eq!(&full[full.len() - resumed.len()..], &resumed[..]);
@@ -170,7 +230,14 @@ mod tests {
 
     #[test]
     fn failed_items_advance_the_window() {
-        let mut b = Batcher::new(TokenBudget { tokens: 100, sequences: 8 }, 2, false);
+        let mut b = Batcher::new(
+            TokenBudget {
+                tokens: 100,
+                sequences: 8,
+            },
+            2,
+            false,
+        );
         assert!(b.push(It(0, 1)).is_empty());
         // Item 1 failed upstream; item 2 opens the next window and flushes the first.
         assert_eq!(b.advance_to(1).len(), 0);

@@ -51,10 +51,16 @@ pub fn aligned_len(n: usize) -> usize {
 
 pub fn context_tokens(max_batch_tokens: usize, n_seq: usize) -> usize {
     fn gcd(a: usize, b: usize) -> usize {
-        if b == 0 { a } else { gcd(b, a % b) }
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
     }
     let step = TOKEN_ALIGN / gcd(TOKEN_ALIGN, n_seq) * n_seq;
-    max_batch_tokens.next_multiple_of(TOKEN_ALIGN).next_multiple_of(step)
+    max_batch_tokens
+        .next_multiple_of(TOKEN_ALIGN)
+        .next_multiple_of(step)
 }
 
 /// A llama.cpp context that embeds batches of token sequences. Lives on one thread.
@@ -87,7 +93,9 @@ impl<'m> EmbeddingContext<'m> {
             )));
         }
         if shape.threads == 0 {
-            return Err(Error::Config("threads per context must be at least 1".into()));
+            return Err(Error::Config(
+                "threads per context must be at least 1".into(),
+            ));
         }
         let pooling = match shape.pooling {
             Pooling::Model => LlamaPoolingType::Unspecified,
@@ -98,8 +106,14 @@ impl<'m> EmbeddingContext<'m> {
         // Padding sequences take positions 0, 1, 2, ... (llama.cpp wants them consecutive);
         // a BERT-style model has only n_ctx_train positions, so padding may need several.
         let facts = model.facts();
-        let pad_positions = if facts.causal { usize::MAX } else { facts.n_ctx_train.max(TOKEN_ALIGN) };
-        let pad_seqs = ((TOKEN_ALIGN - 1) * shape.max_sequences).div_ceil(pad_positions).max(1);
+        let pad_positions = if facts.causal {
+            usize::MAX
+        } else {
+            facts.n_ctx_train.max(TOKEN_ALIGN)
+        };
+        let pad_seqs = ((TOKEN_ALIGN - 1) * shape.max_sequences)
+            .div_ceil(pad_positions)
+            .max(1);
         let n_seq = shape.max_sequences + pad_seqs;
         if n_seq > LLAMA_SEQ_IDS {
             return Err(Error::Config(format!(
@@ -194,10 +208,9 @@ impl<'m> EmbeddingContext<'m> {
             .map_err(|e| decode_err(e.to_string()))?;
         let mut out = Vec::with_capacity(sequences.len());
         for seq_id in 0..sequences.len() {
-            let v = self
-                .ctx
-                .embeddings_seq_ith(seq_id as i32)
-                .map_err(|e| decode_err(format!("no pooled embedding for sequence {seq_id}: {e}")))?;
+            let v = self.ctx.embeddings_seq_ith(seq_id as i32).map_err(|e| {
+                decode_err(format!("no pooled embedding for sequence {seq_id}: {e}"))
+            })?;
             let mut v = v.to_vec();
             if self.shape.normalize == Normalize::L2 {
                 l2_normalize(&mut v);
@@ -250,7 +263,11 @@ impl<'m> EmbeddingContext<'m> {
 
 /// Scales `v` to unit length (left as is when it is all zeros).
 pub fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
     if norm > 0.0 {
         let inv = (1.0 / norm) as f32;
         v.iter_mut().for_each(|x| *x *= inv);

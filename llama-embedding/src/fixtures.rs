@@ -78,9 +78,18 @@ pub fn write_tiny_bert(dir: &Path) -> Result<PathBuf> {
 
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut tensors: Vec<(String, Vec<usize>)> = vec![
-        ("embeddings.word_embeddings.weight".into(), vec![n_vocab, HIDDEN]),
-        ("embeddings.position_embeddings.weight".into(), vec![POSITIONS, HIDDEN]),
-        ("embeddings.token_type_embeddings.weight".into(), vec![2, HIDDEN]),
+        (
+            "embeddings.word_embeddings.weight".into(),
+            vec![n_vocab, HIDDEN],
+        ),
+        (
+            "embeddings.position_embeddings.weight".into(),
+            vec![POSITIONS, HIDDEN],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![2, HIDDEN],
+        ),
         ("embeddings.LayerNorm.weight".into(), vec![HIDDEN]),
         ("embeddings.LayerNorm.bias".into(), vec![HIDDEN]),
     ];
@@ -109,7 +118,11 @@ pub fn write_tiny_bert(dir: &Path) -> Result<PathBuf> {
         let start = data.len();
         let is_norm_weight = name.ends_with("LayerNorm.weight");
         for _ in 0..n {
-            let v = if is_norm_weight { 1.0 + rng.next() } else { rng.next() };
+            let v = if is_norm_weight {
+                1.0 + rng.next()
+            } else {
+                rng.next()
+            };
             data.extend_from_slice(&v.to_le_bytes());
         }
         header.insert(
@@ -118,7 +131,7 @@ pub fn write_tiny_bert(dir: &Path) -> Result<PathBuf> {
         );
     }
     let mut header_bytes = serde_json::to_vec(&header).expect("json");
-    while header_bytes.len() % 8 != 0 {
+    while !header_bytes.len().is_multiple_of(8) {
         header_bytes.push(b' ');
     }
     let mut st = (header_bytes.len() as u64).to_le_bytes().to_vec();

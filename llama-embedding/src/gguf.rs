@@ -27,7 +27,9 @@ pub enum GgufError {
         #[source]
         source: io::Error,
     },
-    #[error("{path} is not a GGUF file (it starts with {found:?}, a GGUF file starts with \"GGUF\")")]
+    #[error(
+        "{path} is not a GGUF file (it starts with {found:?}, a GGUF file starts with \"GGUF\")"
+    )]
     NotGguf { path: PathBuf, found: String },
     #[error("{path}: GGUF version {version} is not supported (2 and 3 are)")]
     Version { path: PathBuf, version: u32 },
@@ -381,9 +383,9 @@ impl GgufFile {
             .iter()
             .find(|t| t.name == name)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no tensor {name}")))?;
-        let len = t
-            .byte_len()
-            .ok_or_else(|| io::Error::other(format!("unknown layout of ggml type {}", t.ggml_type)))?;
+        let len = t.byte_len().ok_or_else(|| {
+            io::Error::other(format!("unknown layout of ggml type {}", t.ggml_type))
+        })?;
         let mut f = File::open(path)?;
         f.seek(SeekFrom::Start(self.data_offset + t.offset))?;
         let mut buf = vec![0u8; len as usize];
@@ -409,7 +411,13 @@ impl GgufWriter {
     }
 
     /// Adds a tensor; `dims` are in ggml order (innermost first).
-    pub fn add_tensor(&mut self, name: impl Into<String>, dims: Vec<u64>, ggml_type: u32, data: Vec<u8>) {
+    pub fn add_tensor(
+        &mut self,
+        name: impl Into<String>,
+        dims: Vec<u64>,
+        ggml_type: u32,
+        data: Vec<u8>,
+    ) {
         self.tensors.push((
             TensorInfo {
                 name: name.into(),
@@ -539,15 +547,24 @@ mod tests {
         w.add("bert.attention.causal", Value::Bool(false));
         w.add(
             "tokenizer.ggml.tokens",
-            Value::Array(vec![Value::String("[PAD]".into()), Value::String("▁a".into())]),
+            Value::Array(vec![
+                Value::String("[PAD]".into()),
+                Value::String("▁a".into()),
+            ]),
         );
         w.add_tensor("a", vec![3], GGML_TYPE_F32, vec![1; 12]);
         w.add_tensor("b", vec![2, 2], GGML_TYPE_F16, vec![2; 8]);
         w.write(&path).unwrap();
         let g = GgufFile::read(&path).unwrap();
         assert_eq!(g.architecture(), Some("bert"));
-        assert_eq!(g.arch_key("context_length").and_then(Value::as_u64), Some(512));
-        assert_eq!(g.arch_key("attention.causal").and_then(Value::as_bool), Some(false));
+        assert_eq!(
+            g.arch_key("context_length").and_then(Value::as_u64),
+            Some(512)
+        );
+        assert_eq!(
+            g.arch_key("attention.causal").and_then(Value::as_bool),
+            Some(false)
+        );
         assert_eq!(g.tensors.len(), 2);
         assert_eq!(g.tensors[1].offset, 32);
         assert_eq!(g.read_tensor(&path, "b").unwrap(), vec![2; 8]);
@@ -576,7 +593,10 @@ mod tests {
         let path = tmp("text.gguf");
         std::fs::write(&path, "hello world").unwrap();
         let err = GgufFile::read(&path).unwrap_err().to_string();
-        assert!(err.contains("is not a GGUF file") && err.contains("hell"), "{err}");
+        assert!(
+            err.contains("is not a GGUF file") && err.contains("hell"),
+            "{err}"
+        );
     }
 
     #[test]

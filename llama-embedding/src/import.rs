@@ -203,7 +203,10 @@ pub fn import_model(
     w.add("tokenizer.ggml.add_bos_token", Value::Bool(true));
     w.add("tokenizer.ggml.add_eos_token", Value::Bool(true));
     w.add("tokenizer.ggml.add_sep_token", Value::Bool(false));
-    w.add("tokenizer.ggml.normalizer.lowercase", Value::Bool(lowercase));
+    w.add(
+        "tokenizer.ggml.normalizer.lowercase",
+        Value::Bool(lowercase),
+    );
 
     let st_path = dir.join("model.safetensors");
     let tensors = read_safetensors(&st_path)?;
@@ -299,7 +302,9 @@ fn map_tensor_name(hf: &str, n_layer: u32) -> Option<Result<String, String>> {
         return unknown();
     };
     if layer >= n_layer {
-        return Some(Err(format!("tensor {hf} is beyond the {n_layer} layers in config.json")));
+        return Some(Err(format!(
+            "tensor {hf} is beyond the {n_layer} layers in config.json"
+        )));
     }
     let (stem, suffix) = part.rsplit_once('.')?;
     let gguf = match stem {
@@ -350,7 +355,11 @@ fn read_safetensors(path: &Path) -> Result<BTreeMap<String, StTensor>, ImportErr
             .unwrap_or_default();
         let offs: Vec<usize> = info["data_offsets"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_u64().map(|v| v as usize)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_u64().map(|v| v as usize))
+                    .collect()
+            })
             .unwrap_or_default();
         let [start, end] = offs[..] else {
             return Err(invalid(path, format!("tensor {name} has no data_offsets")));
@@ -378,7 +387,10 @@ fn read_safetensors(path: &Path) -> Result<BTreeMap<String, StTensor>, ImportErr
         if elements != values.len() as u64 {
             return Err(invalid(
                 path,
-                format!("tensor {name}: shape {shape:?} does not match its {} values", values.len()),
+                format!(
+                    "tensor {name}: shape {shape:?} does not match its {} values",
+                    values.len()
+                ),
             ));
         }
         out.insert(name, StTensor { shape, values });
@@ -405,7 +417,10 @@ mod tests {
     #[test]
     fn tensor_names_follow_llama_cpp_bert_loader() {
         let m = |s: &str| map_tensor_name(s, 6).map(|r| r.unwrap());
-        assert_eq!(m("embeddings.word_embeddings.weight").as_deref(), Some("token_embd.weight"));
+        assert_eq!(
+            m("embeddings.word_embeddings.weight").as_deref(),
+            Some("token_embd.weight")
+        );
         assert_eq!(
             m("encoder.layer.3.attention.self.query.bias").as_deref(),
             Some("blk.3.attn_q.bias")
@@ -414,10 +429,15 @@ mod tests {
             m("bert.encoder.layer.5.output.LayerNorm.weight").as_deref(),
             Some("blk.5.layer_output_norm.weight")
         );
-        assert_eq!(m("encoder.layer.0.intermediate.dense.weight").as_deref(), Some("blk.0.ffn_up.weight"));
+        assert_eq!(
+            m("encoder.layer.0.intermediate.dense.weight").as_deref(),
+            Some("blk.0.ffn_up.weight")
+        );
         assert!(m("pooler.dense.weight").is_none());
         assert!(m("embeddings.position_ids").is_none());
-        assert!(map_tensor_name("encoder.layer.6.output.dense.weight", 6).unwrap().is_err());
+        assert!(map_tensor_name("encoder.layer.6.output.dense.weight", 6)
+            .unwrap()
+            .is_err());
         assert!(map_tensor_name("decoder.x.weight", 6).unwrap().is_err());
     }
 }

@@ -14,7 +14,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, ItemError, ItemErrorKind, Result};
 use crate::item::{ItemId, Position, SourceItem};
-use crate::reader::{too_long_error, utf8, ItemSource, LineReader, RawLine, TextLines, TextOptions};
+use crate::reader::{
+    too_long_error, utf8, ItemSource, LineReader, RawLine, TextLines, TextOptions,
+};
 
 /// Input file formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -51,7 +53,11 @@ impl std::str::FromStr for InputFormat {
             "json" => InputFormat::Json,
             "csv" => InputFormat::Csv,
             "tsv" => InputFormat::Tsv,
-            _ => return Err(format!("unknown input format {s:?} (text, jsonl, json, csv, tsv)")),
+            _ => {
+                return Err(format!(
+                    "unknown input format {s:?} (text, jsonl, json, csv, tsv)"
+                ))
+            }
         })
     }
 }
@@ -107,7 +113,11 @@ impl Selection {
 ///
 /// # Errors
 /// The file cannot be opened, or a JSON array cannot be parsed at all.
-pub fn open_input(path: &str, spec: &InputSpec, selection: &Selection) -> Result<Box<dyn ItemSource>> {
+pub fn open_input(
+    path: &str,
+    spec: &InputSpec,
+    selection: &Selection,
+) -> Result<Box<dyn ItemSource>> {
     let reader: Box<dyn BufRead + Send> = if path == "-" {
         Box::new(std::io::BufReader::with_capacity(1 << 16, std::io::stdin()))
     } else {
@@ -130,7 +140,9 @@ pub fn open_input(path: &str, spec: &InputSpec, selection: &Selection) -> Result
             skipped: 0,
         }),
         InputFormat::Json => Box::new(JsonArraySource::new(reader, path, spec.clone())?),
-        InputFormat::Csv | InputFormat::Tsv => Box::new(CsvSource::new(reader, path, spec.clone())?),
+        InputFormat::Csv | InputFormat::Tsv => {
+            Box::new(CsvSource::new(reader, path, spec.clone())?)
+        }
     };
     Ok(Box::new(Selected {
         inner,
@@ -165,7 +177,9 @@ impl ItemSource for Selected {
                 continue;
             }
             let id = item.id.to_string();
-            if s.only.as_ref().is_some_and(|o| !o.contains(&id)) || s.skip.as_ref().is_some_and(|k| k.contains(&id)) {
+            if s.only.as_ref().is_some_and(|o| !o.contains(&id))
+                || s.skip.as_ref().is_some_and(|k| k.contains(&id))
+            {
                 self.filtered += 1;
                 continue;
             }
@@ -235,7 +249,10 @@ pub fn render_template(template: &str, fields: &Map<String, Value>) -> Result<St
             '{' => {
                 let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
                 let v = fields.get(&name).ok_or_else(|| {
-                    ItemError::new(ItemErrorKind::Parse, format!("template field {{{name}}} is missing"))
+                    ItemError::new(
+                        ItemErrorKind::Parse,
+                        format!("template field {{{name}}} is missing"),
+                    )
                 })?;
                 out.push_str(&value_text(v));
             }
@@ -259,14 +276,22 @@ pub fn render_template(template: &str, fields: &Map<String, Value>) -> Result<St
 fn id_from(v: &Value) -> Option<ItemId> {
     match v {
         Value::String(s) => Some(ItemId::Str(s.clone())),
-        Value::Number(n) => n.as_u64().map(ItemId::Num).or_else(|| Some(ItemId::Str(n.to_string()))),
+        Value::Number(n) => n
+            .as_u64()
+            .map(ItemId::Num)
+            .or_else(|| Some(ItemId::Str(n.to_string()))),
         Value::Null => None,
         other => Some(ItemId::Str(other.to_string())),
     }
 }
 
 /// Builds an item from one JSON record (or a CSV row turned into a JSON object).
-fn item_from_record(record: &Value, n: u64, spec: &InputSpec, position: Option<Position>) -> SourceItem {
+fn item_from_record(
+    record: &Value,
+    n: u64,
+    spec: &InputSpec,
+    position: Option<Position>,
+) -> SourceItem {
     let id = spec
         .id_field
         .as_deref()
@@ -286,13 +311,22 @@ fn item_from_record(record: &Value, n: u64, spec: &InputSpec, position: Option<P
             },
         },
         Value::String(s) if spec.template.is_none() => Ok(s.clone()),
-        _ => Err(ItemError::new(ItemErrorKind::Parse, "the record is not a JSON object")),
+        _ => Err(ItemError::new(
+            ItemErrorKind::Parse,
+            "the record is not a JSON object",
+        )),
     };
-    let missing_id = spec.id_field.as_deref().is_some_and(|f| get_path(record, f).and_then(id_from).is_none());
+    let missing_id = spec
+        .id_field
+        .as_deref()
+        .is_some_and(|f| get_path(record, f).and_then(id_from).is_none());
     let text = if missing_id {
         Err(ItemError::new(
             ItemErrorKind::Parse,
-            format!("no id field {:?}", spec.id_field.as_deref().unwrap_or_default()),
+            format!(
+                "no id field {:?}",
+                spec.id_field.as_deref().unwrap_or_default()
+            ),
         ))
     } else {
         text
@@ -339,7 +373,8 @@ impl<R: BufRead + Send> ItemSource for JsonlSource<R> {
                         self.skipped += 1;
                         continue;
                     }
-                    let parsed = utf8(b).and_then(|s| serde_json::from_str::<Value>(&s).map_err(parse_error));
+                    let parsed = utf8(b)
+                        .and_then(|s| serde_json::from_str::<Value>(&s).map_err(parse_error));
                     match parsed {
                         Ok(v) => item_from_record(&v, n, &self.spec, Some(pos)),
                         Err(e) => SourceItem {
@@ -373,7 +408,9 @@ struct JsonArraySource {
 impl JsonArraySource {
     fn new(mut reader: Box<dyn BufRead + Send>, path: &str, spec: InputSpec) -> Result<Self> {
         let mut bytes = Vec::new();
-        reader.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(path, e))?;
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
         let v: Value = serde_json::from_slice(bytes)
             .map_err(|e| Error::Config(format!("{path} is not a JSON document: {e}")))?;
@@ -412,7 +449,11 @@ struct CsvSource {
 impl CsvSource {
     fn new(reader: Box<dyn BufRead + Send>, path: &str, spec: InputSpec) -> Result<Self> {
         let mut reader = csv::ReaderBuilder::new()
-            .delimiter(if spec.format == InputFormat::Tsv { b'\t' } else { b',' })
+            .delimiter(if spec.format == InputFormat::Tsv {
+                b'\t'
+            } else {
+                b','
+            })
             .flexible(true)
             .from_reader(reader);
         let headers: Vec<String> = reader
@@ -463,7 +504,10 @@ impl ItemSource for CsvSource {
                 self.n += 1;
                 return Some(SourceItem {
                     id: ItemId::Num(n),
-                    text: Err(ItemError::new(ItemErrorKind::Parse, format!("invalid CSV: {e}"))),
+                    text: Err(ItemError::new(
+                        ItemErrorKind::Parse,
+                        format!("invalid CSV: {e}"),
+                    )),
                     position: None,
                     extra: None,
                 });
@@ -483,7 +527,11 @@ impl ItemSource for CsvSource {
                 id: ItemId::Num(n),
                 text: Err(ItemError::new(
                     ItemErrorKind::Parse,
-                    format!("the row has {} fields, the header has {}", self.record.len(), self.headers.len()),
+                    format!(
+                        "the row has {} fields, the header has {}",
+                        self.record.len(),
+                        self.headers.len()
+                    ),
                 )),
                 position: pos,
                 extra: None,
@@ -522,9 +570,19 @@ impl ItemSource for CsvSource {
 pub fn parse_ids(arg: &str) -> Result<HashSet<String>> {
     if let Some(path) = arg.strip_prefix('@') {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
     } else {
-        Ok(arg.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+        Ok(arg
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect())
     }
 }
 
@@ -600,12 +658,19 @@ mod tests {
         let v = collect(&mut *open_input(&p, &spec, &Selection::default()).unwrap());
         assert_eq!(v[0].text.as_deref(), Ok("T\n\nB"));
         let e = v[2].text.as_ref().unwrap_err();
-        assert!(e.message.contains("{doc__body} is missing"), "{}", e.message);
+        assert!(
+            e.message.contains("{doc__body} is missing"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn csv_columns_ragged_rows_and_tsv() {
-        let p = write("a.csv", b"id,text,extra\n1,hello,x\n2,\"quoted, with comma\",y\n3,ragged\n4,\"=cmd()\",z\n");
+        let p = write(
+            "a.csv",
+            b"id,text,extra\n1,hello,x\n2,\"quoted, with comma\",y\n3,ragged\n4,\"=cmd()\",z\n",
+        );
         let spec = InputSpec {
             format: InputFormat::Csv,
             id_field: Some("id".into()),
@@ -614,16 +679,44 @@ mod tests {
         let v = collect(&mut *open_input(&p, &spec, &Selection::default()).unwrap());
         assert_eq!(v.len(), 4);
         assert_eq!(v[1].text.as_deref(), Ok("quoted, with comma"));
-        assert!(v[2].text.as_ref().unwrap_err().message.contains("2 fields, the header has 3"));
+        assert!(v[2]
+            .text
+            .as_ref()
+            .unwrap_err()
+            .message
+            .contains("2 fields, the header has 3"));
         assert_eq!(v[3].id, ItemId::Str("4".into()));
-        let err = open_input(&p, &InputSpec { text_field: "body".into(), ..spec.clone() }, &Selection::default())
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains("no column \"body\"") && err.contains("id, text, extra"), "{err}");
+        let err = open_input(
+            &p,
+            &InputSpec {
+                text_field: "body".into(),
+                ..spec.clone()
+            },
+            &Selection::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("no column \"body\"") && err.contains("id, text, extra"),
+            "{err}"
+        );
         let t = write("a.tsv", b"text\tid\nhello\tq\n");
-        let v = collect(&mut *open_input(&t, &InputSpec { format: InputFormat::Tsv, ..spec }, &Selection::default()).unwrap());
-        assert_eq!((v[0].id.to_string(), v[0].text.clone().unwrap()), ("q".into(), "hello".into()));
+        let v = collect(
+            &mut *open_input(
+                &t,
+                &InputSpec {
+                    format: InputFormat::Tsv,
+                    ..spec
+                },
+                &Selection::default(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            (v[0].id.to_string(), v[0].text.clone().unwrap()),
+            ("q".into(), "hello".into())
+        );
     }
 
     #[test]
@@ -635,16 +728,51 @@ mod tests {
                 .map(|i| i.id.to_string())
                 .collect()
         };
-        assert_eq!(ids(Selection { start: Some(1), end: Some(4), ..Default::default() }), ["1", "2", "3"]);
-        assert_eq!(ids(Selection { only: Some(parse_ids("0,5").unwrap()), ..Default::default() }), ["0", "5"]);
-        assert_eq!(ids(Selection { skip: Some(parse_ids("0,1").unwrap()), limit: Some(2), ..Default::default() }), ["2", "3"]);
+        assert_eq!(
+            ids(Selection {
+                start: Some(1),
+                end: Some(4),
+                ..Default::default()
+            }),
+            ["1", "2", "3"]
+        );
+        assert_eq!(
+            ids(Selection {
+                only: Some(parse_ids("0,5").unwrap()),
+                ..Default::default()
+            }),
+            ["0", "5"]
+        );
+        assert_eq!(
+            ids(Selection {
+                skip: Some(parse_ids("0,1").unwrap()),
+                limit: Some(2),
+                ..Default::default()
+            }),
+            ["2", "3"]
+        );
     }
 
     #[test]
     fn json_arrays_and_count_lines() {
         let p = write("a.json", br#"[{"text": "x"}, {"text": "y"}, "plain"]"#);
-        let v = collect(&mut *open_input(&p, &InputSpec { format: InputFormat::Json, ..Default::default() }, &Selection::default()).unwrap());
-        assert_eq!(v.iter().map(|i| i.text.clone().unwrap()).collect::<Vec<_>>(), ["x", "y", "plain"]);
+        let v = collect(
+            &mut *open_input(
+                &p,
+                &InputSpec {
+                    format: InputFormat::Json,
+                    ..Default::default()
+                },
+                &Selection::default(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            v.iter()
+                .map(|i| i.text.clone().unwrap())
+                .collect::<Vec<_>>(),
+            ["x", "y", "plain"]
+        );
         let t = write("c.txt", b"a\n\n  \nb\nc");
         assert_eq!(count_lines(Path::new(&t)), Some(3));
     }

@@ -171,7 +171,8 @@ pub fn load_metadata(dir: &Path) -> Result<Metadata> {
             dir.display(),
             rundir::METADATA,
             match e {
-                rundir::CheckedError::Missing => "it does not exist: is this a run directory?".to_string(),
+                rundir::CheckedError::Missing =>
+                    "it does not exist: is this a run directory?".to_string(),
                 rundir::CheckedError::Corrupt(why) => why,
             }
         ))
@@ -230,7 +231,10 @@ pub fn run_job(
         let meta = load_metadata(&dir)?;
         check_resumable(&meta.vectors, &settings)?;
         if meta.status == "completed" {
-            return Err(Error::Config(format!("{} is already complete; nothing to resume", dir.display())));
+            return Err(Error::Config(format!(
+                "{} is already complete; nothing to resume",
+                dir.display()
+            )));
         }
         let (cp, note) = rundir::load_checkpoint(&dir)?;
         if let Some(n) = note {
@@ -286,7 +290,14 @@ pub fn run_job(
             meta.output_file.clone(),
         )
     } else {
-        (job.input.clone(), job.input_spec.clone(), job.selection.clone(), job.output_format, job.dtype, output_file)
+        (
+            job.input.clone(),
+            job.input_spec.clone(),
+            job.selection.clone(),
+            job.output_format,
+            job.dtype,
+            output_file,
+        )
     };
     let job_json = serde_json::json!({
         "input": input,
@@ -297,7 +308,9 @@ pub fn run_job(
     });
     let dims = job.model.dimensions();
     let output_path = PathBuf::from(&output_file);
-    let out_dir = output_path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let out_dir = output_path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let out_name = output_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -343,7 +356,8 @@ pub fn run_job(
     }
     let window = job.config.window as u64;
     let total = meta.total;
-    let mut run = processor.process_items_from(source, total.map(|t| t.saturating_sub(start)), start)?;
+    let mut run =
+        processor.process_items_from(source, total.map(|t| t.saturating_sub(start)), start)?;
 
     let mut pending: Vec<EmbeddingResult> = Vec::with_capacity(job.config.batch_size);
     let mut since_save = Instant::now();
@@ -351,10 +365,10 @@ pub fn run_job(
     let mut end = JobEnd::Completed;
     let mut fatal: Option<Error> = None;
     let checkpoint_now = |sink: &mut Box<dyn Sink>,
-                              errors: &mut ErrorFile,
-                              pending: &mut Vec<EmbeddingResult>,
-                              done: u64,
-                              stats: &BatchStats|
+                          errors: &mut ErrorFile,
+                          pending: &mut Vec<EmbeddingResult>,
+                          done: u64,
+                          stats: &BatchStats|
      -> Result<Checkpoint> {
         sink.write_batch(pending).map_err(io(&dir))?;
         pending.clear();
@@ -389,7 +403,11 @@ pub fn run_job(
         // Checkpoints only at window boundaries: a resume from here batches like the original.
         if done % window == 0 {
             let stopping = stop.load(Ordering::Relaxed);
-            let due = job.save_every.map_or(since_save.elapsed() >= job.save_interval, |n| items_since_save >= n);
+            let due = job
+                .save_every
+                .map_or(since_save.elapsed() >= job.save_interval, |n| {
+                    items_since_save >= n
+                });
             if due || stopping {
                 let stats = merged(&before.stats, run.stats());
                 last = checkpoint_now(&mut sink, &mut errors, &mut pending, done, &stats)?;
@@ -439,7 +457,11 @@ pub fn run_job(
         meta.status = "stopped".into();
     }
     meta.updated_at = rundir::now();
-    meta.stats = if end == JobEnd::Interrupted { last.stats.clone() } else { stats.clone() };
+    meta.stats = if end == JobEnd::Interrupted {
+        last.stats.clone()
+    } else {
+        stats.clone()
+    };
     meta.message = message.clone();
     rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
     Ok(JobReport {
@@ -485,11 +507,16 @@ pub fn run_status(dir: &Path) -> Result<RunStatus> {
     let (cp, note) = rundir::load_checkpoint(dir)?;
     let cp = cp.unwrap_or_default();
     let last = cp.written_at.clone();
-    let elapsed = match (rundir::parse_rfc3339(&meta.started_at), rundir::parse_rfc3339(&last)) {
+    let elapsed = match (
+        rundir::parse_rfc3339(&meta.started_at),
+        rundir::parse_rfc3339(&last),
+    ) {
         (Some(a), Some(b)) if b > a => Some((b - a) as f64),
         _ => None,
     };
-    let rate = elapsed.filter(|_| cp.items_done > 0).map(|e| cp.items_done as f64 / e);
+    let rate = elapsed
+        .filter(|_| cp.items_done > 0)
+        .map(|e| cp.items_done as f64 / e);
     let remaining = meta.total.map(|t| t.saturating_sub(cp.items_done));
     Ok(RunStatus {
         run_dir: dir.to_path_buf(),
@@ -515,7 +542,9 @@ pub fn run_status(dir: &Path) -> Result<RunStatus> {
 /// Formats a progress line for logs (not a terminal).
 pub fn progress_line(p: &ProgressInfo) -> String {
     let total = p.total.map_or_else(String::new, |t| format!("/{t}"));
-    let eta = p.eta_seconds.map_or_else(String::new, |e| format!(", ETA {:.0}s", e));
+    let eta = p
+        .eta_seconds
+        .map_or_else(String::new, |e| format!(", ETA {:.0}s", e));
     format!(
         "llama-embed: {}{total} items, {} failed, {:.0} texts/s, {:.0} tokens/s, {} MB{eta}",
         p.done, p.failed, p.texts_per_second, p.tokens_per_second, p.memory_mb

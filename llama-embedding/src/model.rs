@@ -46,7 +46,9 @@ impl std::str::FromStr for Pooling {
             "mean" => Ok(Pooling::Mean),
             "cls" => Ok(Pooling::Cls),
             "last" => Ok(Pooling::Last),
-            _ => Err(format!("unknown pooling {s:?} (expected model, mean, cls or last)")),
+            _ => Err(format!(
+                "unknown pooling {s:?} (expected model, mean, cls or last)"
+            )),
         }
     }
 }
@@ -233,16 +235,20 @@ impl EmbeddingModel {
         }
 
         let mut params = LlamaModelParams::default();
-        let gpu_layers = options.gpu_layers.unwrap_or(if cfg!(feature = "cuda") { 999 } else { 0 });
+        let gpu_layers = options
+            .gpu_layers
+            .unwrap_or(if cfg!(feature = "cuda") { 999 } else { 0 });
         params = params.with_n_gpu_layers(gpu_layers);
-        let llama = LlamaModel::load_from_file(backend(), path, &params).map_err(|e| {
-            Error::ModelLoad {
+        let llama =
+            LlamaModel::load_from_file(backend(), path, &params).map_err(|e| Error::ModelLoad {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let facts = ModelFacts {
-            name: gguf.get("general.name").and_then(Value::as_str).map(str::to_string),
+            name: gguf
+                .get("general.name")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             architecture,
             dimensions: usize::try_from(llama.n_embd_out()).unwrap_or(0),
             pooling,
@@ -271,7 +277,10 @@ impl EmbeddingModel {
         let vocab = self.llama.vocab();
         let plain = vocab.tokenize(b"a", false, false);
         let with = vocab.tokenize(b"a", true, false);
-        if let Some(at) = with.windows(plain.len().max(1)).position(|w| w == plain.as_slice()) {
+        if let Some(at) = with
+            .windows(plain.len().max(1))
+            .position(|w| w == plain.as_slice())
+        {
             self.special_head = at;
             self.special_tail = with.len() - at - plain.len();
         }
@@ -337,7 +346,12 @@ impl EmbeddingModel {
     ///
     /// # Errors
     /// [`ItemErrorKind::Empty`], [`ItemErrorKind::Nul`] or [`ItemErrorKind::TooLong`].
-    pub fn tokenize(&self, text: &str, options: &EmbedOptions, max_tokens: usize) -> Result<Tokenized, ItemError> {
+    pub fn tokenize(
+        &self,
+        text: &str,
+        options: &EmbedOptions,
+        max_tokens: usize,
+    ) -> Result<Tokenized, ItemError> {
         if text.trim().is_empty() {
             return Err(ItemError::new(ItemErrorKind::Empty, "the text is empty"));
         }
@@ -362,7 +376,9 @@ impl EmbeddingModel {
             if !options.truncate {
                 return Err(ItemError::new(
                     ItemErrorKind::TooLong,
-                    format!("{n_full} tokens, more than the limit of {max_tokens} (truncation is off)"),
+                    format!(
+                        "{n_full} tokens, more than the limit of {max_tokens} (truncation is off)"
+                    ),
                 ));
             }
             let tail = self.special_tail.min(n_full);

@@ -11,7 +11,8 @@ pub const HEADER_LEN: usize = 128;
 /// The `.npy` header for a C-order `(rows, cols)` array of `descr` (e.g. `<f4`, `<f2`, `|i1`,
 /// `|u1`), padded to [`HEADER_LEN`] bytes.
 pub fn header(descr: &str, rows: u64, cols: usize) -> Vec<u8> {
-    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let dict =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     let mut h = Vec::with_capacity(HEADER_LEN);
     h.extend_from_slice(b"\x93NUMPY\x01\x00");
     let body_len = HEADER_LEN - 10;
@@ -53,7 +54,12 @@ pub fn read(path: &Path) -> io::Result<Array2> {
     let mut f = std::fs::File::open(path)?;
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes)?;
-    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {m}", path.display()));
+    let bad = |m: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {m}", path.display()),
+        )
+    };
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("not an .npy file"));
     }
@@ -65,8 +71,12 @@ pub fn read(path: &Path) -> io::Result<Array2> {
         ),
         _ => return Err(bad("unknown .npy version")),
     };
-    let header = std::str::from_utf8(bytes.get(hstart..hstart + hlen).ok_or_else(|| bad("short header"))?)
-        .map_err(|_| bad("header is not text"))?;
+    let header = std::str::from_utf8(
+        bytes
+            .get(hstart..hstart + hlen)
+            .ok_or_else(|| bad("short header"))?,
+    )
+    .map_err(|_| bad("header is not text"))?;
     let field = |key: &str| -> Option<&str> {
         let at = header.find(&format!("'{key}':"))? + key.len() + 3;
         Some(header[at..].trim_start())

@@ -23,7 +23,8 @@ use crate::item::{EmbeddingResult, ItemFailure, ItemId, ItemOutcome, Position, S
 use crate::model::{EmbedOptions, EmbeddingModel};
 use crate::reader::{ItemSource, IterSource, TextLines, TextOptions};
 use crate::stats::{
-    peak_resident_mb, BatchStats, LatencyLog, MemoryProbe, ProgressCallback, ProgressInfo, StatsCallback,
+    peak_resident_mb, BatchStats, LatencyLog, MemoryProbe, ProgressCallback, ProgressInfo,
+    StatsCallback,
 };
 
 /// What to do when items fail.
@@ -102,7 +103,9 @@ impl Default for BatchConfig {
 /// context per core beats one context with many threads (measured in
 /// specification/performance.md).
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8)
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
 }
 
 macro_rules! with {
@@ -138,7 +141,11 @@ impl BatchConfig {
 
     /// `true`: [`ErrorStrategy::Continue`]; `false`: stop at the first failure.
     pub fn with_continue_on_error(mut self, on: bool) -> Self {
-        self.error_strategy = if on { ErrorStrategy::Continue } else { ErrorStrategy::StopOnFirst };
+        self.error_strategy = if on {
+            ErrorStrategy::Continue
+        } else {
+            ErrorStrategy::StopOnFirst
+        };
         self
     }
 
@@ -172,7 +179,10 @@ impl BatchConfig {
             return bad("the token budget must be at least 1 token".into());
         }
         if self.workers == 0 || self.workers > 64 {
-            return bad(format!("workers must be between 1 and 64, not {}", self.workers));
+            return bad(format!(
+                "workers must be between 1 and 64, not {}",
+                self.workers
+            ));
         }
         if self.threads_per_worker == Some(0) {
             return bad("threads per worker must be at least 1".into());
@@ -292,7 +302,8 @@ impl BatchProcessor {
             .into_iter()
             .enumerate()
             .map(|(i, t)| SourceItem::new(i as u64, t));
-        self.process_items(Box::new(IterSource(items)), Some(n))?.collect()
+        self.process_items(Box::new(IterSource(items)), Some(n))?
+            .collect()
     }
 
     /// Streams a text file (one item per line) through the pipeline; the returned iterator
@@ -365,7 +376,11 @@ impl BatchProcessor {
     /// # Errors
     /// [`Error::MemoryLimit`] when the batch shape cannot fit the memory limit; other errors
     /// come through the iterator.
-    pub fn process_items(&mut self, source: Box<dyn ItemSource>, total: Option<u64>) -> Result<Run> {
+    pub fn process_items(
+        &mut self,
+        source: Box<dyn ItemSource>,
+        total: Option<u64>,
+    ) -> Result<Run> {
         Run::start(self, source, total, 0)
     }
 
@@ -469,7 +484,12 @@ fn context_estimate_mb(model: &EmbeddingModel, tokens: usize) -> u64 {
 }
 
 impl Run {
-    fn start(p: &BatchProcessor, mut source: Box<dyn ItemSource>, total: Option<u64>, start_index: u64) -> Result<Run> {
+    fn start(
+        p: &BatchProcessor,
+        mut source: Box<dyn ItemSource>,
+        total: Option<u64>,
+        start_index: u64,
+    ) -> Result<Run> {
         let model = p.model.clone();
         let config = p.config.clone();
         let embed = config.embed.clone();
@@ -483,7 +503,9 @@ impl Run {
         let mut memory_detail = String::new();
         if let (Some(limit), Some(probe)) = (config.memory_limit_mb, memory.as_mut()) {
             let now = probe.resident_mb();
-            let need = |w: usize, b: usize| now + w as u64 * context_estimate_mb(&model, b.max(max_tokens));
+            let need = |w: usize, b: usize| {
+                now + w as u64 * context_estimate_mb(&model, b.max(max_tokens))
+            };
             while need(workers, budget) > limit && workers > 1 {
                 workers -= 1;
             }
@@ -543,7 +565,9 @@ impl Run {
                 Box::new(move || {
                     let mut index = start_index;
                     while !cancel.load(Ordering::Relaxed) {
-                        let Some(item) = source.next_item() else { break };
+                        let Some(item) = source.next_item() else {
+                            break;
+                        };
                         if src_tx.send((index, item)).is_err() {
                             return;
                         }
@@ -599,11 +623,11 @@ impl Run {
                         if cancel.load(Ordering::Relaxed) {
                             return;
                         }
-                        let tokenized = item
-                            .text
-                            .as_deref()
-                            .map_err(Clone::clone)
-                            .and_then(|t| model.tokenize(t, &embed, max_tokens).map(|tk| (tk, t.chars().count())));
+                        let tokenized = item.text.as_deref().map_err(Clone::clone).and_then(|t| {
+                            model
+                                .tokenize(t, &embed, max_tokens)
+                                .map(|tk| (tk, t.chars().count()))
+                        });
                         match tokenized {
                             Ok((tk, n_chars)) => {
                                 let ready = batcher.push(Prepared {
@@ -631,7 +655,9 @@ impl Run {
                                     model_time: None,
                                     latency: None,
                                 };
-                                if out_tx.send(msg).is_err() || !send_batches(batcher.advance_to(index)) {
+                                if out_tx.send(msg).is_err()
+                                    || !send_batches(batcher.advance_to(index))
+                                {
                                     return;
                                 }
                             }
@@ -665,7 +691,8 @@ impl Run {
                             return;
                         }
                         let started = Instant::now();
-                        let seqs: Vec<&[LlamaToken]> = batch.iter().map(|p| p.tokens.as_slice()).collect();
+                        let seqs: Vec<&[LlamaToken]> =
+                            batch.iter().map(|p| p.tokens.as_slice()).collect();
                         let result = ctx.embed(&seqs);
                         let (outcomes, model_time) = match result {
                             Ok((vectors, dt)) => (
@@ -695,7 +722,10 @@ impl Run {
                                             ItemOutcome::Failed(ItemFailure {
                                                 index: p.index,
                                                 id: p.id,
-                                                error: ItemError::new(ItemErrorKind::Engine, msg.clone()),
+                                                error: ItemError::new(
+                                                    ItemErrorKind::Engine,
+                                                    msg.clone(),
+                                                ),
                                                 position: p.position,
                                             })
                                         })
@@ -932,7 +962,11 @@ impl Iterator for Run {
                         self.cancel.store(true, Ordering::Relaxed);
                     }
                 }
-                Ok(Msg::EndOfInput { items, skipped, error }) => {
+                Ok(Msg::EndOfInput {
+                    items,
+                    skipped,
+                    error,
+                }) => {
                     self.end = Some(items);
                     self.stats.texts_skipped = skipped;
                     self.input_error = error;

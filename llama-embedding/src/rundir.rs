@@ -27,7 +27,9 @@ pub const LOCK: &str = "lock";
 
 /// UTC time as RFC 3339 (`2026-11-23T12:00:00Z`).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
@@ -39,7 +41,12 @@ pub fn rfc3339(t: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 pub fn now() -> String {
@@ -117,15 +124,20 @@ pub fn read_checked<T: DeserializeOwned>(path: &Path) -> Result<T, CheckedError>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CheckedError::Missing),
         Err(e) => return Err(CheckedError::Corrupt(e.to_string())),
     };
-    let mut v: Value = serde_json::from_slice(&bytes).map_err(|e| CheckedError::Corrupt(format!("not JSON: {e}")))?;
-    let obj = v.as_object_mut().ok_or_else(|| CheckedError::Corrupt("not a JSON object".into()))?;
+    let mut v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| CheckedError::Corrupt(format!("not JSON: {e}")))?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| CheckedError::Corrupt("not a JSON object".into()))?;
     let stored = obj
         .remove("checksum")
         .and_then(|c| c.as_str().map(str::to_string))
         .ok_or_else(|| CheckedError::Corrupt("no checksum".into()))?;
     let digest = crate::resolve::hex(&Sha256::digest(serde_json::to_vec(obj).expect("json")));
     if digest != stored {
-        return Err(CheckedError::Corrupt("checksum mismatch (the file was changed or damaged)".into()));
+        return Err(CheckedError::Corrupt(
+            "checksum mismatch (the file was changed or damaged)".into(),
+        ));
     }
     serde_json::from_value(v).map_err(|e| CheckedError::Corrupt(format!("unexpected content: {e}")))
 }
@@ -151,21 +163,27 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Option<Checkpoint>, Option<String>
     match read_checked::<Checkpoint>(&dir.join(CHECKPOINT)) {
         Ok(c) => Ok((Some(c), None)),
         // A kill between the two renames of save_checkpoint leaves only the previous one.
-        Err(CheckedError::Missing) => match read_checked::<Checkpoint>(&dir.join(CHECKPOINT_PREV)) {
-            Ok(c) => Ok((Some(c), None)),
-            Err(_) => Ok((None, None)),
-        },
-        Err(CheckedError::Corrupt(why)) => match read_checked::<Checkpoint>(&dir.join(CHECKPOINT_PREV)) {
-            Ok(c) => Ok((
-                Some(c),
-                Some(format!("{CHECKPOINT} is damaged ({why}); using {CHECKPOINT_PREV}")),
-            )),
-            Err(e) => Err(Error::Config(format!(
+        Err(CheckedError::Missing) => {
+            match read_checked::<Checkpoint>(&dir.join(CHECKPOINT_PREV)) {
+                Ok(c) => Ok((Some(c), None)),
+                Err(_) => Ok((None, None)),
+            }
+        }
+        Err(CheckedError::Corrupt(why)) => {
+            match read_checked::<Checkpoint>(&dir.join(CHECKPOINT_PREV)) {
+                Ok(c) => Ok((
+                    Some(c),
+                    Some(format!(
+                        "{CHECKPOINT} is damaged ({why}); using {CHECKPOINT_PREV}"
+                    )),
+                )),
+                Err(e) => Err(Error::Config(format!(
                 "{}: {CHECKPOINT} is damaged ({why}) and {CHECKPOINT_PREV} is not usable ({e:?}); \
                  refusing to restart over existing output. Start a new run directory.",
                 dir.display()
             ))),
-        },
+            }
+        }
     }
 }
 
@@ -226,7 +244,13 @@ pub fn default_run_dir(input: &str) -> PathBuf {
     };
     let safe: String = stem
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect();
     let ts = now().replace([':', '-'], "");
@@ -251,14 +275,22 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         assert!(load_checkpoint(&dir).unwrap().0.is_none());
-        let c1 = Checkpoint { items_done: 10, ..Default::default() };
-        let c2 = Checkpoint { items_done: 20, ..Default::default() };
+        let c1 = Checkpoint {
+            items_done: 10,
+            ..Default::default()
+        };
+        let c2 = Checkpoint {
+            items_done: 20,
+            ..Default::default()
+        };
         save_checkpoint(&dir, &c1).unwrap();
         save_checkpoint(&dir, &c2).unwrap();
         assert_eq!(load_checkpoint(&dir).unwrap().0.unwrap().items_done, 20);
         // Flip one digit: the checksum catches it.
         let p = dir.join(CHECKPOINT);
-        let text = fs::read_to_string(&p).unwrap().replace("\"items_done\": 20", "\"items_done\": 29");
+        let text = fs::read_to_string(&p)
+            .unwrap()
+            .replace("\"items_done\": 20", "\"items_done\": 29");
         fs::write(&p, text).unwrap();
         let (c, why) = load_checkpoint(&dir).unwrap();
         assert_eq!(c.unwrap().items_done, 10);
@@ -275,7 +307,10 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let l = RunLock::acquire(&dir).unwrap();
         let err = RunLock::acquire(&dir).err().unwrap().to_string();
-        assert!(err.contains("in use by another llama-embed process"), "{err}");
+        assert!(
+            err.contains("in use by another llama-embed process"),
+            "{err}"
+        );
         drop(l);
         RunLock::acquire(&dir).unwrap();
     }

@@ -57,8 +57,12 @@ impl std::str::FromStr for OutputFormat {
             "json" => Ok(OutputFormat::Json),
             "csv" => Ok(OutputFormat::Csv),
             "npy" => Ok(OutputFormat::Npy),
-            "parquet" => Err("parquet output is not built yet (see issue 4's note); use npy or jsonl".into()),
-            _ => Err(format!("unknown output format {s:?} (jsonl, json, csv, npy)")),
+            "parquet" => {
+                Err("parquet output is not built yet (see issue 4's note); use npy or jsonl".into())
+            }
+            _ => Err(format!(
+                "unknown output format {s:?} (jsonl, json, csv, npy)"
+            )),
         }
     }
 }
@@ -203,7 +207,12 @@ fn resume_len(state: Option<&SinkState>, name: &str) -> io::Result<Option<u64>> 
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, l)| Some(*l))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("the checkpoint has no entry for {name}"))),
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the checkpoint has no entry for {name}"),
+                )
+            }),
     }
 }
 
@@ -219,7 +228,9 @@ impl<'a> VectorRepr<'a> {
     pub fn new(v: &'a [f32], dtype: Dtype) -> Self {
         match dtype {
             Dtype::F32 => VectorRepr::F32(v),
-            Dtype::F16 => VectorRepr::F16(v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect()),
+            Dtype::F16 => {
+                VectorRepr::F16(v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect())
+            }
             Dtype::Int8 => VectorRepr::Ints(v.iter().map(|x| i16::from(quantize_i8(*x))).collect()),
             Dtype::Binary => VectorRepr::Ints(pack_bits(v).into_iter().map(i16::from).collect()),
         }
@@ -288,7 +299,12 @@ pub struct JsonlSink {
 impl JsonlSink {
     /// # Errors
     /// I/O errors.
-    pub fn open(dir: &Path, name: &str, dtype: Dtype, state: Option<&SinkState>) -> io::Result<Self> {
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        dtype: Dtype,
+        state: Option<&SinkState>,
+    ) -> io::Result<Self> {
         Ok(JsonlSink {
             file: TrackedFile::open(dir, name, resume_len(state, name)?)?,
             dtype,
@@ -326,7 +342,13 @@ pub struct JsonSink {
 impl JsonSink {
     /// # Errors
     /// I/O errors.
-    pub fn open(dir: &Path, name: &str, dtype: Dtype, job: &Value, state: Option<&SinkState>) -> io::Result<Self> {
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        dtype: Dtype,
+        job: &Value,
+        state: Option<&SinkState>,
+    ) -> io::Result<Self> {
         let mut file = TrackedFile::open(dir, name, resume_len(state, name)?)?;
         if state.is_none() {
             let mut head = b"{\"job\": ".to_vec();
@@ -386,10 +408,20 @@ pub struct CsvSink {
 impl CsvSink {
     /// # Errors
     /// I/O errors.
-    pub fn open(dir: &Path, name: &str, dims: usize, dtype: Dtype, state: Option<&SinkState>) -> io::Result<Self> {
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        dims: usize,
+        dtype: Dtype,
+        state: Option<&SinkState>,
+    ) -> io::Result<Self> {
         let mut file = TrackedFile::open(dir, name, resume_len(state, name)?)?;
         if state.is_none() {
-            let cols = if dtype == Dtype::Binary { dims.div_ceil(8) } else { dims };
+            let cols = if dtype == Dtype::Binary {
+                dims.div_ceil(8)
+            } else {
+                dims
+            };
             let mut header = String::from("id,n_tokens,truncated");
             for i in 0..cols {
                 header.push_str(&format!(",e{i}"));
@@ -407,7 +439,9 @@ impl CsvSink {
 
 impl Sink for CsvSink {
     fn write_batch(&mut self, items: &[EmbeddingResult]) -> io::Result<()> {
-        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(Vec::new());
         for r in items {
             let mut row: Vec<String> = vec![
                 spreadsheet_safe(&r.id.to_string()).into_owned(),
@@ -418,7 +452,9 @@ impl Sink for CsvSink {
             w.write_record(&row)?;
         }
         self.rows += items.len() as u64;
-        let buf = w.into_inner().map_err(|e| io::Error::other(e.to_string()))?;
+        let buf = w
+            .into_inner()
+            .map_err(|e| io::Error::other(e.to_string()))?;
         self.file.write(&buf)
     }
     fn flush(&mut self) -> io::Result<SinkState> {
@@ -442,11 +478,21 @@ pub struct NpySink {
 impl NpySink {
     /// # Errors
     /// I/O errors.
-    pub fn open(dir: &Path, name: &str, dims: usize, dtype: Dtype, state: Option<&SinkState>) -> io::Result<Self> {
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        dims: usize,
+        dtype: Dtype,
+        state: Option<&SinkState>,
+    ) -> io::Result<Self> {
         let ids_name = ids_file_name(name);
         let mut data = TrackedFile::open(dir, name, resume_len(state, name)?)?;
         let ids = TrackedFile::open(dir, &ids_name, resume_len(state, &ids_name)?)?;
-        let cols = if dtype == Dtype::Binary { dims.div_ceil(8) } else { dims };
+        let cols = if dtype == Dtype::Binary {
+            dims.div_ceil(8)
+        } else {
+            dims
+        };
         if state.is_none() {
             data.write(&crate::npy::header(Self::descr(dtype), 0, cols))?;
         }
@@ -471,7 +517,10 @@ impl NpySink {
 
 /// `out.npy` -> `out.ids.jsonl`.
 pub fn ids_file_name(npy_name: &str) -> String {
-    format!("{}.ids.jsonl", npy_name.strip_suffix(".npy").unwrap_or(npy_name))
+    format!(
+        "{}.ids.jsonl",
+        npy_name.strip_suffix(".npy").unwrap_or(npy_name)
+    )
 }
 
 impl Sink for NpySink {
@@ -480,7 +529,10 @@ impl Sink for NpySink {
         let mut ids = Vec::new();
         for r in items {
             match self.dtype {
-                Dtype::F32 => r.embedding.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+                Dtype::F32 => r
+                    .embedding
+                    .iter()
+                    .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
                 Dtype::F16 => r
                     .embedding
                     .iter()
@@ -584,7 +636,10 @@ mod tests {
         assert_eq!(quantize_i8(1.0), 127);
         assert_eq!(quantize_i8(-2.0), -127);
         assert_eq!(quantize_i8(0.004), 1);
-        assert_eq!(pack_bits(&[1.0, -1.0, 0.0, 0.5, -0.1, 0.1, 0.2, -0.3, 0.9]), vec![0b1001_0110, 0b1000_0000]);
+        assert_eq!(
+            pack_bits(&[1.0, -1.0, 0.0, 0.5, -0.1, 0.1, 0.2, -0.3, 0.9]),
+            vec![0b1001_0110, 0b1000_0000]
+        );
     }
 
     #[test]

@@ -37,14 +37,41 @@ impl BatchStats {
     pub fn summary(&self) -> String {
         let mut s = String::new();
         use std::fmt::Write;
-        let _ = writeln!(s, "texts:      {} total, {} embedded, {} failed, {} skipped", self.texts_total, self.texts_succeeded, self.texts_failed, self.texts_skipped);
-        let _ = writeln!(s, "tokens:     {} ({} texts truncated), {} characters", self.tokens, self.truncated, self.characters);
-        let _ = writeln!(s, "throughput: {:.1} texts/s, {:.0} tokens/s", self.texts_per_second, self.tokens_per_second);
-        let _ = writeln!(s, "time:       {:.2}s wall, {:.2}s in the model, {:.2}s other", self.wall_seconds, self.model_seconds, self.other_seconds);
-        let _ = writeln!(s, "batches:    {} (latency mean {:.1} ms, p50 {:.1} ms, p95 {:.1} ms)", self.batches, self.batch_latency_mean_ms, self.batch_latency_p50_ms, self.batch_latency_p95_ms);
+        let _ = writeln!(
+            s,
+            "texts:      {} total, {} embedded, {} failed, {} skipped",
+            self.texts_total, self.texts_succeeded, self.texts_failed, self.texts_skipped
+        );
+        let _ = writeln!(
+            s,
+            "tokens:     {} ({} texts truncated), {} characters",
+            self.tokens, self.truncated, self.characters
+        );
+        let _ = writeln!(
+            s,
+            "throughput: {:.1} texts/s, {:.0} tokens/s",
+            self.texts_per_second, self.tokens_per_second
+        );
+        let _ = writeln!(
+            s,
+            "time:       {:.2}s wall, {:.2}s in the model, {:.2}s other",
+            self.wall_seconds, self.model_seconds, self.other_seconds
+        );
+        let _ = writeln!(
+            s,
+            "batches:    {} (latency mean {:.1} ms, p50 {:.1} ms, p95 {:.1} ms)",
+            self.batches,
+            self.batch_latency_mean_ms,
+            self.batch_latency_p50_ms,
+            self.batch_latency_p95_ms
+        );
         let _ = write!(s, "memory:     {} MB peak resident", self.peak_memory_mb);
         if !self.failures_by_kind.is_empty() {
-            let kinds: Vec<String> = self.failures_by_kind.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let kinds: Vec<String> = self
+                .failures_by_kind
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
             let _ = write!(s, "\nfailures:   {}", kinds.join(", "));
         }
         s
@@ -127,7 +154,9 @@ impl MemoryProbe {
             true,
             sysinfo::ProcessRefreshKind::nothing().with_memory(),
         );
-        self.system.process(self.pid).map_or(0, |p| p.memory() / (1024 * 1024))
+        self.system
+            .process(self.pid)
+            .map_or(0, |p| p.memory() / (1024 * 1024))
     }
 }
 

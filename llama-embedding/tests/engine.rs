@@ -5,7 +5,8 @@ mod common;
 
 use llama_embedding::engine::{cosine, ContextShape, EmbeddingContext};
 use llama_embedding::{
-    BatchConfig, BatchProcessor, EmbedOptions, ErrorStrategy, ItemErrorKind, ItemOutcome, Normalize, Pooling,
+    BatchConfig, BatchProcessor, EmbedOptions, ErrorStrategy, ItemErrorKind, ItemOutcome,
+    Normalize, Pooling,
 };
 
 fn st_options() -> EmbedOptions {
@@ -13,7 +14,11 @@ fn st_options() -> EmbedOptions {
     EmbedOptions::default().with_max_tokens(256)
 }
 
-fn embed_all(model: std::sync::Arc<llama_embedding::EmbeddingModel>, texts: Vec<String>, config: BatchConfig) -> Vec<Vec<f32>> {
+fn embed_all(
+    model: std::sync::Arc<llama_embedding::EmbeddingModel>,
+    texts: Vec<String>,
+    config: BatchConfig,
+) -> Vec<Vec<f32>> {
     let mut p = BatchProcessor::new(model, config).unwrap();
     p.process_texts(texts)
         .unwrap()
@@ -24,9 +29,15 @@ fn embed_all(model: std::sync::Arc<llama_embedding::EmbeddingModel>, texts: Vec<
 
 #[test]
 fn check8_sentences_match_sentence_transformers() {
-    let Some(model) = common::reference_model("check8") else { return };
+    let Some(model) = common::reference_model("check8") else {
+        return;
+    };
     let (sentences, reference) = common::check8().expect("check-8 reference");
-    let got = embed_all(model, sentences.clone(), BatchConfig::default().with_embed(st_options()));
+    let got = embed_all(
+        model,
+        sentences.clone(),
+        BatchConfig::default().with_embed(st_options()),
+    );
     assert_eq!(got.len(), 8);
     for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
         let c = cosine(g, r);
@@ -38,14 +49,21 @@ fn check8_sentences_match_sentence_transformers() {
 
 #[test]
 fn docstrings_2000_match_sentence_transformers() {
-    let Some(model) = common::reference_model("docstrings-2000") else { return };
+    let Some(model) = common::reference_model("docstrings-2000") else {
+        return;
+    };
     let root = common::shared_dir().join("reference");
     let text = std::fs::read_to_string(root.join("docstrings-2000.txt")).unwrap();
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 2000);
-    let reference = llama_embedding::npy::read(&root.join("docstrings-2000.st-minilm.npy")).unwrap();
+    let reference =
+        llama_embedding::npy::read(&root.join("docstrings-2000.st-minilm.npy")).unwrap();
     assert_eq!((reference.rows, reference.cols), (2000, 384));
-    let got = embed_all(model, lines, BatchConfig::default().with_embed(st_options()));
+    let got = embed_all(
+        model,
+        lines,
+        BatchConfig::default().with_embed(st_options()),
+    );
     let mut min = (f64::MAX, 0);
     for (i, g) in got.iter().enumerate() {
         let c = cosine(g, &reference.row_f32(i));
@@ -59,32 +77,51 @@ fn docstrings_2000_match_sentence_transformers() {
 
 #[test]
 fn batch_size_does_not_change_vectors() {
-    let Some(model) = common::reference_model("batch invariance") else { return };
-    let text = std::fs::read_to_string(common::shared_dir().join("reference/docstrings-2000.txt")).unwrap();
+    let Some(model) = common::reference_model("batch invariance") else {
+        return;
+    };
+    let text = std::fs::read_to_string(common::shared_dir().join("reference/docstrings-2000.txt"))
+        .unwrap();
     let lines: Vec<String> = text.lines().take(300).map(str::to_string).collect();
-    let base = embed_all(model.clone(), lines.clone(), BatchConfig::default().with_batch_size(1));
+    let base = embed_all(
+        model.clone(),
+        lines.clone(),
+        BatchConfig::default().with_batch_size(1),
+    );
     for bs in [8, 32, 64] {
         for workers in [1, 2] {
-            let cfg = BatchConfig::default().with_batch_size(bs).with_token_budget(2048).with_workers(workers);
+            let cfg = BatchConfig::default()
+                .with_batch_size(bs)
+                .with_token_budget(2048)
+                .with_workers(workers);
             let got = embed_all(model.clone(), lines.clone(), cfg);
             let max_diff = base
                 .iter()
                 .zip(&got)
                 .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
                 .fold(0f32, f32::max);
-            assert!(max_diff <= 1e-5, "batch size {bs}, {workers} workers: max abs diff {max_diff}");
+            assert!(
+                max_diff <= 1e-5,
+                "batch size {bs}, {workers} workers: max abs diff {max_diff}"
+            );
         }
     }
 }
 
 #[test]
 fn long_texts_are_truncated_like_sentence_transformers_or_rejected_with_their_token_count() {
-    let Some(model) = common::reference_model("truncation") else { return };
+    let Some(model) = common::reference_model("truncation") else {
+        return;
+    };
     let long = "word ".repeat(600);
     let (head, tail) = model.special_tokens();
     assert_eq!((head, tail), (1, 1), "BERT adds [CLS] and [SEP]");
 
-    let mut p = BatchProcessor::new(model.clone(), BatchConfig::default().with_embed(st_options())).unwrap();
+    let mut p = BatchProcessor::new(
+        model.clone(),
+        BatchConfig::default().with_embed(st_options()),
+    )
+    .unwrap();
     let out = p.process_texts(vec!["short".into(), long.clone()]).unwrap();
     let r = out[1].embedded().unwrap();
     assert!(r.truncated);
@@ -94,15 +131,25 @@ fn long_texts_are_truncated_like_sentence_transformers_or_rejected_with_their_to
     // Truncated = the first 254 text tokens between [CLS] and [SEP]: the same as embedding
     // exactly those words.
     let exact = "word ".repeat(254);
-    let e = p.process_texts(vec![exact]).unwrap()[0].embedded().unwrap().embedding.clone();
+    let e = p.process_texts(vec![exact]).unwrap()[0]
+        .embedded()
+        .unwrap()
+        .embedding
+        .clone();
     assert!(cosine(&e, &r.embedding) > 0.999999);
 
-    let strict = EmbedOptions::default().with_max_tokens(256).with_truncate(false);
+    let strict = EmbedOptions::default()
+        .with_max_tokens(256)
+        .with_truncate(false);
     let mut p = BatchProcessor::new(model, BatchConfig::default().with_embed(strict)).unwrap();
     let out = p.process_texts(vec!["ok".into(), long]).unwrap();
     let f = out[1].failed().expect("rejected");
     assert_eq!(f.error.kind, ItemErrorKind::TooLong);
-    assert!(f.error.message.contains("602 tokens"), "{}", f.error.message);
+    assert!(
+        f.error.message.contains("602 tokens"),
+        "{}",
+        f.error.message
+    );
     assert_eq!(f.id.to_string(), "1");
     assert!(out[0].embedded().is_some());
 }
@@ -118,14 +165,21 @@ fn engine_rejects_batches_llama_cpp_would_abort_on() {
         normalize: Normalize::L2,
     };
     let mut ctx = EmbeddingContext::new(&model, shape.clone()).unwrap();
-    let t = |ids: &[i32]| ids.iter().map(|&i| llama_cpp_2::token::LlamaToken(i)).collect::<Vec<_>>();
+    let t = |ids: &[i32]| {
+        ids.iter()
+            .map(|&i| llama_cpp_2::token::LlamaToken(i))
+            .collect::<Vec<_>>()
+    };
     let a = t(&[2, 10, 3]);
-    let err = |r: llama_embedding::Result<_>| r.err().expect("must fail").to_string();
+    let err = |r: llama_embedding::Result<(Vec<Vec<f32>>, std::time::Duration)>| r.expect_err("must fail").to_string();
     assert!(err(ctx.embed(&[&a, &a, &a])).contains("3 sequences in one batch, the context takes 2"));
     // The context holds 24 tokens (16 rounded up for padding); 30 tokens pad to 32.
     let long = t(&[5; 30]);
     let e = err(ctx.embed(&[&long]));
-    assert!(e.contains("32 tokens (padding included) in one batch, the context takes 24"), "{e}");
+    assert!(
+        e.contains("32 tokens (padding included) in one batch, the context takes 24"),
+        "{e}"
+    );
     let bad = t(&[2, 99_999, 3]);
     assert!(err(ctx.embed(&[&bad])).contains("token id 99999 outside the vocabulary"));
     let empty: Vec<llama_cpp_2::token::LlamaToken> = vec![];
@@ -135,8 +189,15 @@ fn engine_rejects_batches_llama_cpp_would_abort_on() {
     let (v, _) = ctx.embed(&[&a, &a]).unwrap();
     assert_eq!(v.len(), 2);
     assert_eq!(v[0], v[1]);
-    let too_many = ContextShape { max_sequences: 249, ..shape };
-    assert!(EmbeddingContext::new(&model, too_many).err().unwrap().to_string().contains("between 1 and 248"));
+    let too_many = ContextShape {
+        max_sequences: 249,
+        ..shape
+    };
+    assert!(EmbeddingContext::new(&model, too_many)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("between 1 and 248"));
 }
 
 #[test]
@@ -145,24 +206,57 @@ fn tiny_model_plumbing_batched_equals_single_and_errors_are_per_item() {
     assert_eq!(model.dimensions(), 32);
     assert_eq!(model.facts().architecture, "bert");
     assert!(!model.facts().causal);
-    let texts: Vec<String> = (0..100).map(|i| format!("the quick brown fox {i} jumps over the lazy dog {}", "a ".repeat(i % 17))).collect();
+    let texts: Vec<String> = (0..100)
+        .map(|i| {
+            format!(
+                "the quick brown fox {i} jumps over the lazy dog {}",
+                "a ".repeat(i % 17)
+            )
+        })
+        .collect();
     let mut with_bad = texts.clone();
     with_bad.insert(50, String::new());
     with_bad.insert(70, "nul \0 byte".into());
-    let single = embed_all(model.clone(), texts.clone(), BatchConfig::default().with_batch_size(1));
-    let mut p = BatchProcessor::new(model, BatchConfig::default().with_batch_size(16).with_workers(2).with_window(8)).unwrap();
+    let single = embed_all(
+        model.clone(),
+        texts.clone(),
+        BatchConfig::default().with_batch_size(1),
+    );
+    let mut p = BatchProcessor::new(
+        model,
+        BatchConfig::default()
+            .with_batch_size(16)
+            .with_workers(2)
+            .with_window(8),
+    )
+    .unwrap();
     let out = p.process_texts(with_bad).unwrap();
     assert_eq!(out.len(), 102);
-    assert!(out.iter().enumerate().all(|(i, o)| o.index() == i as u64), "input order");
+    assert!(
+        out.iter().enumerate().all(|(i, o)| o.index() == i as u64),
+        "input order"
+    );
     assert_eq!(out[50].failed().unwrap().error.kind, ItemErrorKind::Empty);
     assert_eq!(out[70].failed().unwrap().error.kind, ItemErrorKind::Nul);
     let good: Vec<&ItemOutcome> = out.iter().filter(|o| o.embedded().is_some()).collect();
     for (o, s) in good.iter().zip(&single) {
         let e = &o.embedded().unwrap().embedding;
-        let d = e.iter().zip(s).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let d = e
+            .iter()
+            .zip(s)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(d <= 1e-5, "item {}: {d}", o.index());
     }
     let st = p.stats();
-    assert_eq!((st.texts_total, st.texts_succeeded, st.texts_failed, st.texts_skipped), (102, 100, 2, 0));
+    assert_eq!(
+        (
+            st.texts_total,
+            st.texts_succeeded,
+            st.texts_failed,
+            st.texts_skipped
+        ),
+        (102, 100, 2, 0)
+    );
     let _ = ErrorStrategy::Continue;
 }

@@ -12,8 +12,10 @@ pub fn bin() -> Command {
 }
 
 pub fn shared_dir() -> PathBuf {
-    std::env::var_os("LLAMA_EMBED_SHARED")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"), PathBuf::from)
+    std::env::var_os("LLAMA_EMBED_SHARED").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+        PathBuf::from,
+    )
 }
 
 /// The reference all-MiniLM-L6-v2 f16 GGUF, or `None` with a SKIPPED line (a failure when
@@ -22,7 +24,10 @@ pub fn minilm(test: &str) -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("LLAMA_EMBED_TEST_MODEL").map(PathBuf::from),
         Some(shared_dir().join("models/all-MiniLM-L6-v2-f16.gguf")),
-        Some(llama_embedding::resolve::models_dir().join(llama_embedding::resolve::DEFAULT_MODEL_FILE)),
+        Some(
+            llama_embedding::resolve::models_dir()
+                .join(llama_embedding::resolve::DEFAULT_MODEL_FILE),
+        ),
     ];
     if let Some(p) = candidates.into_iter().flatten().find(|p| p.is_file()) {
         return Some(p);
@@ -68,7 +73,9 @@ pub fn stderr(o: &Output) -> String {
 pub fn corpus(n: usize) -> String {
     match std::fs::read_to_string(shared_dir().join("reference/docstrings-2000.txt")) {
         Ok(t) => t.lines().cycle().take(n).collect::<Vec<_>>().join("\n") + "\n",
-        Err(_) => (0..n).map(|i| format!("line {i} the quick brown fox {}\n", "a ".repeat(i % 13))).collect(),
+        Err(_) => (0..n)
+            .map(|i| format!("line {i} the quick brown fox {}\n", "a ".repeat(i % 13)))
+            .collect(),
     }
 }
 
@@ -81,5 +88,10 @@ pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {
 }
 
 pub fn vector(v: &serde_json::Value) -> Vec<f32> {
-    v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }

@@ -7,11 +7,15 @@ use std::sync::{Arc, OnceLock};
 use llama_embedding::{EmbeddingModel, LoadOptions};
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn shared_dir() -> PathBuf {
-    std::env::var_os("LLAMA_EMBED_SHARED").map_or_else(|| workspace_root().join("../shared"), PathBuf::from)
+    std::env::var_os("LLAMA_EMBED_SHARED")
+        .map_or_else(|| workspace_root().join("../shared"), PathBuf::from)
 }
 
 /// The all-MiniLM-L6-v2 f16 GGUF: `LLAMA_EMBED_TEST_MODEL`, `../shared/models`, or the models
@@ -21,7 +25,10 @@ pub fn reference_model_path(test: &str) -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("LLAMA_EMBED_TEST_MODEL").map(PathBuf::from),
         Some(shared_dir().join("models/all-MiniLM-L6-v2-f16.gguf")),
-        Some(llama_embedding::resolve::models_dir().join(llama_embedding::resolve::DEFAULT_MODEL_FILE)),
+        Some(
+            llama_embedding::resolve::models_dir()
+                .join(llama_embedding::resolve::DEFAULT_MODEL_FILE),
+        ),
     ];
     if let Some(p) = candidates.into_iter().flatten().find(|p| p.is_file()) {
         return Some(p);
@@ -38,7 +45,12 @@ pub fn reference_model(test: &str) -> Option<Arc<EmbeddingModel>> {
     static MODEL: OnceLock<Option<Arc<EmbeddingModel>>> = OnceLock::new();
     let path = reference_model_path(test)?;
     MODEL
-        .get_or_init(|| Some(Arc::new(EmbeddingModel::load(&path, &LoadOptions::default(), true).expect("load reference model"))))
+        .get_or_init(|| {
+            Some(Arc::new(
+                EmbeddingModel::load(&path, &LoadOptions::default(), true)
+                    .expect("load reference model"),
+            ))
+        })
         .clone()
 }
 
@@ -59,12 +71,23 @@ pub fn check8() -> Option<(Vec<String>, Vec<Vec<f32>>)> {
     let p = shared_dir().join("reference/check-8.st-minilm.json");
     let text = std::fs::read_to_string(&p).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let sentences = v["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    let sentences = v["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
     let vectors = v["embeddings"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
         .collect();
     Some((sentences, vectors))
 }

@@ -1,0 +1,1 @@
+//! Criterion benches for llama-embedding: `cargo bench -p llama-embedding-benches` (see benches/*.rs).

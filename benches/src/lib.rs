@@ -1,1 +1,0 @@
-//! Criterion benches for llama-embedding; see benches/benches/.
