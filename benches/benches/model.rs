@@ -56,7 +56,7 @@ fn end_to_end(c: &mut Criterion) {
         .collect();
     let n_tokens: u64 = tokens.iter().map(|t| t.1.len() as u64).sum();
     let budget = TokenBudget {
-        tokens: 512,
+        tokens: 128,
         sequences: 32,
     };
 
@@ -68,7 +68,7 @@ fn end_to_end(c: &mut Criterion) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     g.bench_function("engine_alone_1x_all_threads", |b| {
         let shape = ContextShape {
-            max_batch_tokens: 512,
+            max_batch_tokens: 256,
             max_sequences: 32,
             threads,
             pooling: model.effective_pooling(&opts).unwrap(),

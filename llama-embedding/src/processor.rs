@@ -56,7 +56,9 @@ impl ErrorStrategy {
 pub struct BatchConfig {
     /// Most texts per decode (llama.cpp's `n_seq_max`). Default 32.
     pub batch_size: usize,
-    /// Packing target in tokens per decode. Default 512 (see specification/performance.md).
+    /// Packing target in tokens per decode. Default 128: without flash attention every token
+    /// attends over the whole batch (masked), so small batches waste less (measured in
+    /// specification/performance.md).
     pub token_budget: usize,
     /// Engine threads, each with its own llama.cpp context. Default: one per core, up to 8.
     pub workers: usize,
@@ -83,7 +85,7 @@ impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
             batch_size: 32,
-            token_budget: 512,
+            token_budget: 128,
             workers: default_workers(),
             threads_per_worker: None,
             window: 256,

@@ -171,7 +171,9 @@ fn engine_rejects_batches_llama_cpp_would_abort_on() {
             .collect::<Vec<_>>()
     };
     let a = t(&[2, 10, 3]);
-    let err = |r: llama_embedding::Result<(Vec<Vec<f32>>, std::time::Duration)>| r.expect_err("must fail").to_string();
+    let err = |r: llama_embedding::Result<(Vec<Vec<f32>>, std::time::Duration)>| {
+        r.expect_err("must fail").to_string()
+    };
     assert!(err(ctx.embed(&[&a, &a, &a])).contains("3 sequences in one batch, the context takes 2"));
     // The context holds 24 tokens (16 rounded up for padding); 30 tokens pad to 32.
     let long = t(&[5; 30]);
