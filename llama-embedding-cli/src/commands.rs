@@ -207,7 +207,11 @@ fn embed(a: EmbedArgs) -> Result<u8> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while stopping ends the process at once (the last checkpoint stands).
-        signal_hook::flag::register_conditional_shutdown(sig, EXIT_INTERRUPTED.into(), stop.clone())?;
+        signal_hook::flag::register_conditional_shutdown(
+            sig,
+            EXIT_INTERRUPTED.into(),
+            stop.clone(),
+        )?;
         signal_hook::flag::register(sig, stop.clone())?;
     }
     let job = EmbedJob {

@@ -36,6 +36,9 @@ pub fn reporter(quiet: bool, already_done: u64) -> Option<ProgressCallback> {
     } else {
         let mut last: Option<Instant> = None;
         Some(Box::new(move |p: &ProgressInfo| {
+            if p.done == 0 {
+                return;
+            }
             if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
                 last = Some(Instant::now());
                 let mut p = p.clone();

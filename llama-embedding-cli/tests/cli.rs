@@ -488,23 +488,52 @@ fn sigterm_checkpoints_exits_130_and_resume_completes_identically() {
     let dir = temp("sigterm");
     std::fs::write(dir.join("in.txt"), corpus(20000)).unwrap();
     let extra = ["--window", "64"];
-    let o = run(embed_args(&model, &dir.join("in.txt"), &dir.join("ref.jsonl"), &dir.join("ref")).args(extra));
+    let o = run(embed_args(
+        &model,
+        &dir.join("in.txt"),
+        &dir.join("ref.jsonl"),
+        &dir.join("ref"),
+    )
+    .args(extra));
     assert!(o.status.success(), "{}", stderr(&o));
-    let mut child = embed_args(&model, &dir.join("in.txt"), &dir.join("out.jsonl"), &dir.join("run"))
-        .args(extra)
-        .spawn()
-        .unwrap();
+    let mut child = embed_args(
+        &model,
+        &dir.join("in.txt"),
+        &dir.join("out.jsonl"),
+        &dir.join("run"),
+    )
+    .args(extra)
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let started = std::time::Instant::now();
     let status = child.wait().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?} to stop", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        started.elapsed()
+    );
     assert_eq!(status.code(), Some(130));
     let st = llama_embedding::job::run_status(&dir.join("run")).unwrap();
     assert_eq!(st.status, "stopped");
-    assert!(st.done > 0 && st.done < 20000 && st.done % 64 == 0, "done {}", st.done);
-    let o = run(bin().args(["embed", "-q", "-m"]).arg(&model).arg("--resume").arg(dir.join("run")));
+    assert!(
+        st.done > 0 && st.done < 20000 && st.done % 64 == 0,
+        "done {}",
+        st.done
+    );
+    let o = run(bin()
+        .args(["embed", "-q", "-m"])
+        .arg(&model)
+        .arg("--resume")
+        .arg(dir.join("run")));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(std::fs::read(dir.join("out.jsonl")).unwrap() == std::fs::read(dir.join("ref.jsonl")).unwrap());
+    assert!(
+        std::fs::read(dir.join("out.jsonl")).unwrap()
+            == std::fs::read(dir.join("ref.jsonl")).unwrap()
+    );
 }
