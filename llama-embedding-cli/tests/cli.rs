@@ -522,7 +522,7 @@ fn sigterm_checkpoints_exits_130_and_resume_completes_identically() {
     let st = llama_embedding::job::run_status(&dir.join("run")).unwrap();
     assert_eq!(st.status, "stopped");
     assert!(
-        st.done > 0 && st.done < 20000 && st.done % 64 == 0,
+        st.done > 0 && st.done < 20000 && st.done.is_multiple_of(64),
         "done {}",
         st.done
     );
