@@ -143,3 +143,31 @@ pub fn write_tiny_bert(dir: &Path) -> Result<PathBuf> {
     import_model(dir, &out, ImportType::F32, "tiny-random-bert")?;
     Ok(out)
 }
+
+/// `../shared` beside the workspace (or `LLAMA_EMBED_SHARED`), given a crate's manifest dir.
+pub fn shared_dir(crate_dir: &Path) -> PathBuf {
+    std::env::var_os("LLAMA_EMBED_SHARED")
+        .map_or_else(|| crate_dir.join("../../shared"), PathBuf::from)
+}
+
+/// The all-MiniLM-L6-v2 f16 GGUF for tests: `LLAMA_EMBED_TEST_MODEL`, `shared/models`, or the
+/// models directory (`llama-embed model obtain`). `None` with a SKIPPED line when there is
+/// none; with `LLAMA_EMBED_REQUIRE_MODEL` set (CI), a missing model panics instead.
+pub fn reference_model_path(shared: &Path, test: &str) -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("LLAMA_EMBED_TEST_MODEL").map(PathBuf::from),
+        Some(shared.join("models/all-MiniLM-L6-v2-f16.gguf")),
+        Some(crate::resolve::models_dir().join(crate::resolve::DEFAULT_MODEL_FILE)),
+    ];
+    if let Some(p) = candidates.into_iter().flatten().find(|p| p.is_file()) {
+        return Some(p);
+    }
+    assert!(
+        std::env::var_os("LLAMA_EMBED_REQUIRE_MODEL").is_none(),
+        "{test}: no reference model found and LLAMA_EMBED_REQUIRE_MODEL is set"
+    );
+    eprintln!(
+        "SKIPPED {test}: no all-MiniLM-L6-v2 GGUF (set LLAMA_EMBED_TEST_MODEL, provide ../shared/models, or run `llama-embed model obtain`)"
+    );
+    None
+}

@@ -185,6 +185,26 @@ impl TrackedFile {
         &self.path
     }
 
+    /// Opens `dir/name` fresh, or at the length and row count `state` (a checkpoint) records.
+    ///
+    /// # Errors
+    /// As [`TrackedFile::open`], or a checkpoint without this file.
+    pub fn reopen(dir: &Path, name: &str, state: Option<&SinkState>) -> io::Result<(Self, u64)> {
+        let file = TrackedFile::open(dir, name, resume_len(state, name)?)?;
+        Ok((file, state.map_or(0, |s| s.rows)))
+    }
+
+    /// Syncs and describes this single-file output for a checkpoint.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn state(&mut self, rows: u64) -> io::Result<SinkState> {
+        Ok(SinkState {
+            rows,
+            files: vec![self.sync()?],
+        })
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -305,11 +325,8 @@ impl JsonlSink {
         dtype: Dtype,
         state: Option<&SinkState>,
     ) -> io::Result<Self> {
-        Ok(JsonlSink {
-            file: TrackedFile::open(dir, name, resume_len(state, name)?)?,
-            dtype,
-            rows: state.map_or(0, |s| s.rows),
-        })
+        let (file, rows) = TrackedFile::reopen(dir, name, state)?;
+        Ok(JsonlSink { file, dtype, rows })
     }
 }
 
@@ -324,10 +341,7 @@ impl Sink for JsonlSink {
         self.file.write(&buf)
     }
     fn flush(&mut self) -> io::Result<SinkState> {
-        Ok(SinkState {
-            rows: self.rows,
-            files: vec![self.file.sync()?],
-        })
+        self.file.state(self.rows)
     }
 }
 
@@ -349,18 +363,14 @@ impl JsonSink {
         job: &Value,
         state: Option<&SinkState>,
     ) -> io::Result<Self> {
-        let mut file = TrackedFile::open(dir, name, resume_len(state, name)?)?;
+        let (mut file, rows) = TrackedFile::reopen(dir, name, state)?;
         if state.is_none() {
             let mut head = b"{\"job\": ".to_vec();
             serde_json::to_writer(&mut head, job)?;
             head.extend_from_slice(b",\n\"results\": [");
             file.write(&head)?;
         }
-        Ok(JsonSink {
-            file,
-            dtype,
-            rows: state.map_or(0, |s| s.rows),
-        })
+        Ok(JsonSink { file, dtype, rows })
     }
 }
 
@@ -375,10 +385,7 @@ impl Sink for JsonSink {
         self.file.write(&buf)
     }
     fn flush(&mut self) -> io::Result<SinkState> {
-        Ok(SinkState {
-            rows: self.rows,
-            files: vec![self.file.sync()?],
-        })
+        self.file.state(self.rows)
     }
     fn finish(&mut self, summary: &Value) -> io::Result<()> {
         let mut tail = b"\n],\n\"summary\": ".to_vec();
@@ -415,7 +422,7 @@ impl CsvSink {
         dtype: Dtype,
         state: Option<&SinkState>,
     ) -> io::Result<Self> {
-        let mut file = TrackedFile::open(dir, name, resume_len(state, name)?)?;
+        let (mut file, rows) = TrackedFile::reopen(dir, name, state)?;
         if state.is_none() {
             let cols = if dtype == Dtype::Binary {
                 dims.div_ceil(8)
@@ -429,11 +436,7 @@ impl CsvSink {
             header.push('\n');
             file.write(header.as_bytes())?;
         }
-        Ok(CsvSink {
-            file,
-            dtype,
-            rows: state.map_or(0, |s| s.rows),
-        })
+        Ok(CsvSink { file, dtype, rows })
     }
 }
 
@@ -458,10 +461,7 @@ impl Sink for CsvSink {
         self.file.write(&buf)
     }
     fn flush(&mut self) -> io::Result<SinkState> {
-        Ok(SinkState {
-            rows: self.rows,
-            files: vec![self.file.sync()?],
-        })
+        self.file.state(self.rows)
     }
 }
 
@@ -592,10 +592,8 @@ impl ErrorFile {
     /// # Errors
     /// I/O errors.
     pub fn open(dir: &Path, name: &str, state: Option<&SinkState>) -> io::Result<Self> {
-        Ok(ErrorFile {
-            file: TrackedFile::open(dir, name, resume_len(state, name)?)?,
-            rows: state.map_or(0, |s| s.rows),
-        })
+        let (file, rows) = TrackedFile::reopen(dir, name, state)?;
+        Ok(ErrorFile { file, rows })
     }
 
     /// # Errors
@@ -620,10 +618,7 @@ impl ErrorFile {
     /// # Errors
     /// I/O errors.
     pub fn flush(&mut self) -> io::Result<SinkState> {
-        Ok(SinkState {
-            rows: self.rows,
-            files: vec![self.file.sync()?],
-        })
+        self.file.state(self.rows)
     }
 }
 

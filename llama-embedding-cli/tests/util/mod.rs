@@ -12,32 +12,12 @@ pub fn bin() -> Command {
 }
 
 pub fn shared_dir() -> PathBuf {
-    std::env::var_os("LLAMA_EMBED_SHARED").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
-        PathBuf::from,
-    )
+    llama_embedding::fixtures::shared_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
-/// The reference all-MiniLM-L6-v2 f16 GGUF, or `None` with a SKIPPED line (a failure when
-/// LLAMA_EMBED_REQUIRE_MODEL is set, as in CI).
+/// The reference all-MiniLM-L6-v2 f16 GGUF (see `fixtures::reference_model_path`).
 pub fn minilm(test: &str) -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("LLAMA_EMBED_TEST_MODEL").map(PathBuf::from),
-        Some(shared_dir().join("models/all-MiniLM-L6-v2-f16.gguf")),
-        Some(
-            llama_embedding::resolve::models_dir()
-                .join(llama_embedding::resolve::DEFAULT_MODEL_FILE),
-        ),
-    ];
-    if let Some(p) = candidates.into_iter().flatten().find(|p| p.is_file()) {
-        return Some(p);
-    }
-    assert!(
-        std::env::var_os("LLAMA_EMBED_REQUIRE_MODEL").is_none(),
-        "{test}: no reference model and LLAMA_EMBED_REQUIRE_MODEL is set"
-    );
-    eprintln!("SKIPPED {test}: no all-MiniLM-L6-v2 GGUF");
-    None
+    llama_embedding::fixtures::reference_model_path(&shared_dir(), test)
 }
 
 /// The tiny random BERT (generated once per test binary).

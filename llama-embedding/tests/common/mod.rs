@@ -14,30 +14,11 @@ pub fn workspace_root() -> PathBuf {
 }
 
 pub fn shared_dir() -> PathBuf {
-    std::env::var_os("LLAMA_EMBED_SHARED")
-        .map_or_else(|| workspace_root().join("../shared"), PathBuf::from)
+    llama_embedding::fixtures::shared_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
-/// The all-MiniLM-L6-v2 f16 GGUF: `LLAMA_EMBED_TEST_MODEL`, `../shared/models`, or the models
-/// directory (`llama-embed model obtain`). `None` (with a message saying what is skipped)
-/// when none exists; CI sets `LLAMA_EMBED_REQUIRE_MODEL=1` so that a missing model fails.
 pub fn reference_model_path(test: &str) -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("LLAMA_EMBED_TEST_MODEL").map(PathBuf::from),
-        Some(shared_dir().join("models/all-MiniLM-L6-v2-f16.gguf")),
-        Some(
-            llama_embedding::resolve::models_dir()
-                .join(llama_embedding::resolve::DEFAULT_MODEL_FILE),
-        ),
-    ];
-    if let Some(p) = candidates.into_iter().flatten().find(|p| p.is_file()) {
-        return Some(p);
-    }
-    if std::env::var_os("LLAMA_EMBED_REQUIRE_MODEL").is_some() {
-        panic!("{test}: no reference model found and LLAMA_EMBED_REQUIRE_MODEL is set");
-    }
-    eprintln!("SKIPPED {test}: no all-MiniLM-L6-v2 GGUF (set LLAMA_EMBED_TEST_MODEL, provide ../shared/models, or run `llama-embed model obtain`)");
-    None
+    llama_embedding::fixtures::reference_model_path(&shared_dir(), test)
 }
 
 /// The reference model, loaded once per test binary.
