@@ -87,6 +87,11 @@ pub struct EmbedArgs {
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "run_dir")]
     pub resume: Option<PathBuf>,
 
+    /// Re-embed only the failed items of this run (same input, settings and output format)
+    /// into a new run directory (default RUN_DIR/retry-N).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["resume", "input"])]
+    pub retry_failed: Option<PathBuf>,
+
     #[command(flatten)]
     pub model: ModelArgs,
 

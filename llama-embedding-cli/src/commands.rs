@@ -67,7 +67,7 @@ fn load_model(
 
 fn embed(a: EmbedArgs) -> Result<u8> {
     let resume = a.resume.is_some();
-    let stored = match &a.resume {
+    let stored = match a.resume.as_ref().or(a.retry_failed.as_ref()) {
         Some(dir) => Some(job::load_metadata(dir)?),
         None => None,
     };
@@ -113,7 +113,7 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         Some(f) => f.parse().map_err(anyhow::Error::msg)?,
         None => InputFormat::from_path(&input),
     };
-    let input_spec = InputSpec {
+    let mut input_spec = InputSpec {
         format: input_format,
         text_field: a.text_field.clone(),
         id_field: a.id_field.clone(),
@@ -122,13 +122,39 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         comments: a.comments,
         ..InputSpec::default()
     };
-    let selection = Selection {
+    let mut selection = Selection {
         start: a.start,
         end: a.end,
         only: a.only.as_deref().map(parse_ids).transpose()?,
         skip: a.skip.as_deref().map(parse_ids).transpose()?,
         limit: a.limit,
     };
+
+    let (mut format, mut dtype) = (format, dtype);
+    let mut retry_dir = None;
+    if let (Some(src), Some(m)) = (&a.retry_failed, &stored) {
+        let failed = failed_ids(src)?;
+        if failed.is_empty() {
+            eprintln!("llama-embed: {} has no failed items", src.display());
+            return Ok(EXIT_OK);
+        }
+        eprintln!(
+            "llama-embed: retrying {} failed item(s) of {}",
+            failed.len(),
+            src.display()
+        );
+        input_spec = m.input_spec.clone();
+        selection = m.selection.clone();
+        selection.only = Some(failed);
+        format = m.output_format;
+        dtype = m.dtype;
+        retry_dir = Some(a.run_dir.clone().unwrap_or_else(|| {
+            (1..)
+                .map(|n| src.join(format!("retry-{n}")))
+                .find(|d| !d.exists())
+                .expect("a free name")
+        }));
+    }
 
     // On resume the stored model and vector settings win; flags that differ are refused.
     let model_spec = a.model.model.clone().or_else(|| {
@@ -189,6 +215,7 @@ fn embed(a: EmbedArgs) -> Result<u8> {
     let run_dir = a
         .resume
         .clone()
+        .or(retry_dir)
         .or(a.run_dir.clone())
         .unwrap_or_else(|| llama_embedding::rundir::default_run_dir(&input));
     let total = match input_format {
@@ -221,7 +248,11 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         output_format: format,
         dtype,
         run_dir: run_dir.clone(),
-        output: a.output.clone(),
+        output: if a.retry_failed.is_some() {
+            None
+        } else {
+            a.output.clone()
+        },
         config,
         model: model.clone(),
         model_source: source,
@@ -284,6 +315,29 @@ fn embed(a: EmbedArgs) -> Result<u8> {
     })
 }
 
+/// Ids of the failed items a run's checkpoint covers.
+fn failed_ids(dir: &Path) -> Result<std::collections::HashSet<String>> {
+    covered_errors(dir)?
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)?;
+            let id: llama_embedding::ItemId = serde_json::from_value(v["id"].clone())?;
+            Ok(id.to_string())
+        })
+        .collect()
+}
+
+/// The part of a run's errors file its checkpoint covers (what is final).
+fn covered_errors(dir: &Path) -> Result<String> {
+    let path = dir.join(llama_embedding::rundir::ERRORS);
+    let mut text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (cp, _) = llama_embedding::rundir::load_checkpoint(dir)?;
+    let covered = cp.map_or(0, |c| c.errors.files.first().map_or(0, |f| f.1)) as usize;
+    text.truncate(covered.min(text.len()));
+    Ok(text)
+}
+
 fn status(dir: &Path, json: bool) -> Result<u8> {
     let st = job::run_status(dir)?;
     if json {
@@ -319,14 +373,8 @@ fn status(dir: &Path, json: bool) -> Result<u8> {
 }
 
 fn errors(dir: &Path, json: bool) -> Result<u8> {
-    let path = dir.join(llama_embedding::rundir::ERRORS);
     job::load_metadata(dir)?;
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let (cp, _) = llama_embedding::rundir::load_checkpoint(dir)?;
-    // Only what the checkpoint covers is final.
-    let covered = cp.map_or(0, |c| c.errors.files.first().map_or(0, |f| f.1)) as usize;
-    let text = &text[..covered.min(text.len())];
+    let text = covered_errors(dir)?;
     for line in text.lines() {
         if json {
             println!("{line}");

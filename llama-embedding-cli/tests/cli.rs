@@ -537,3 +537,60 @@ fn sigterm_checkpoints_exits_130_and_resume_completes_identically() {
             == std::fs::read(dir.join("ref.jsonl")).unwrap()
     );
 }
+
+#[test]
+fn retry_failed_re_embeds_only_the_failed_items() {
+    let model = tiny();
+    let dir = temp("retry");
+    let input = dir.join("in.txt");
+    std::fs::write(
+        &input,
+        b"one fox\ntwo dogs\n\xff broken\nfour cats\n\x00nul\nsix\n",
+    )
+    .unwrap();
+    let o = run(&mut embed_args(
+        &model,
+        &input,
+        &dir.join("out.jsonl"),
+        &dir.join("run"),
+    ));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(jsonl(&dir.join("out.jsonl")).len(), 4);
+    // The user fixes the two bad lines, then retries only those.
+    std::fs::write(
+        &input,
+        "one fox\ntwo dogs\nthree birds\nfour cats\nfive fish\nsix\n",
+    )
+    .unwrap();
+    let o = run(bin()
+        .args(["embed", "-q", "-m"])
+        .arg(&model)
+        .arg("--retry-failed")
+        .arg(dir.join("run")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let retried = jsonl(&dir.join("run/retry-1/output.jsonl"));
+    let ids: Vec<u64> = retried.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [2, 4]);
+    // Same vectors as a full run over the fixed file.
+    let o = run(&mut embed_args(
+        &model,
+        &input,
+        &dir.join("full.jsonl"),
+        &dir.join("full"),
+    ));
+    assert!(o.status.success());
+    let full = jsonl(&dir.join("full.jsonl"));
+    assert_eq!(vector(&retried[0]), vector(&full[2]));
+    assert_eq!(vector(&retried[1]), vector(&full[4]));
+    // Nothing left to retry in a clean run.
+    let o = run(bin()
+        .args(["embed", "-q", "-m"])
+        .arg(&model)
+        .arg("--retry-failed")
+        .arg(dir.join("full")));
+    assert!(
+        o.status.success() && stderr(&o).contains("has no failed items"),
+        "{}",
+        stderr(&o)
+    );
+}
