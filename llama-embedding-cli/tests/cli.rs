@@ -339,6 +339,21 @@ fn resume_refuses_other_vector_settings_and_finished_runs() {
         "{}",
         stderr(&o)
     );
+    // A changed input is refused.
+    let mut text = std::fs::read_to_string(dir.join("in.txt")).unwrap();
+    text.push_str("one more line\n");
+    std::fs::write(dir.join("in.txt"), text).unwrap();
+    let o = run(bin()
+        .args(["embed", "-q", "-m"])
+        .arg(&model)
+        .arg("--resume")
+        .arg(dir.join("run")));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("in.txt changed since the run started"),
+        "{}",
+        stderr(&o)
+    );
     // And a tampered metadata file is detected.
     let text = std::fs::read_to_string(&meta_path)
         .unwrap()

@@ -45,6 +45,9 @@ pub struct Metadata {
     pub updated_at: String,
     pub finished_at: Option<String>,
     pub input: String,
+    /// sha256 of the input file (none for stdin); a resume refuses a changed input.
+    #[serde(default)]
+    pub input_sha256: Option<String>,
     pub input_spec: InputSpec,
     pub selection: Selection,
     /// Items in the input when counted up front (plain text and JSONL files).
@@ -236,6 +239,16 @@ pub fn run_job(
                 dir.display()
             )));
         }
+        if let Some(expected) = &meta.input_sha256 {
+            let now = crate::resolve::file_sha256(Path::new(&meta.input))?;
+            if &now != expected {
+                return Err(Error::Config(format!(
+                    "cannot resume: {} changed since the run started (sha256 {now}, was {expected}); \
+                     resuming would mix two inputs. Start a new run, or use --retry-failed for fixed items",
+                    meta.input
+                )));
+            }
+        }
         let (cp, note) = rundir::load_checkpoint(&dir)?;
         if let Some(n) = note {
             eprintln!("llama-embed: {n}");
@@ -257,6 +270,11 @@ pub fn run_job(
             updated_at: now,
             finished_at: None,
             input: job.input.clone(),
+            input_sha256: if job.input == "-" {
+                None
+            } else {
+                Some(crate::resolve::file_sha256(Path::new(&job.input))?)
+            },
             input_spec: job.input_spec.clone(),
             selection: job.selection.clone(),
             total: job.total,
