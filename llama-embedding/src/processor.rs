@@ -159,9 +159,14 @@ impl BatchConfig {
 
     /// CPU threads each context gets.
     pub fn threads(&self) -> usize {
+        self.threads_for(self.workers)
+    }
+
+    /// CPU threads per context with `workers` contexts: as set, or the cores shared out.
+    fn threads_for(&self, workers: usize) -> usize {
         self.threads_per_worker.unwrap_or_else(|| {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            (cores / self.workers.max(1)).max(1)
+            (cores / workers.max(1)).max(1)
         })
     }
 
@@ -532,10 +537,7 @@ impl Run {
         let shape = ContextShape {
             max_batch_tokens: budget.max(max_tokens),
             max_sequences: config.batch_size,
-            threads: config.threads_per_worker.unwrap_or_else(|| {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                (cores / workers).max(1)
-            }),
+            threads: config.threads_for(workers),
             pooling,
             normalize: embed.normalize,
         };
