@@ -262,3 +262,54 @@ fn tiny_model_plumbing_batched_equals_single_and_errors_are_per_item() {
     );
     let _ = ErrorStrategy::Continue;
 }
+
+#[test]
+fn model_files_llama_cpp_would_abort_on_are_refused_first() {
+    use llama_embedding::gguf::{GgufWriter, Value};
+    use llama_embedding::{EmbeddingModel, LoadOptions};
+    let dir = common::temp_dir("bad-models");
+    // A chat model's header: no pooling type, so not an embedding model.
+    let chat = dir.join("chat.gguf");
+    let mut w = GgufWriter::new();
+    w.add("general.architecture", Value::String("llama".into()));
+    w.add(
+        "tokenizer.ggml.tokens",
+        Value::Array(vec![Value::String("a".into())]),
+    );
+    w.write(&chat).unwrap();
+    let err = EmbeddingModel::load(&chat, &LoadOptions::default(), true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is a llama model, which has no embedding pooling")
+            && err.contains("--pooling"),
+        "{err}"
+    );
+    // No tokenizer.
+    let notok = dir.join("notok.gguf");
+    let mut w = GgufWriter::new();
+    w.add("general.architecture", Value::String("bert".into()));
+    w.add("bert.pooling_type", Value::U32(1));
+    w.write(&notok).unwrap();
+    let err = EmbeddingModel::load(&notok, &LoadOptions::default(), true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has no tokenizer"), "{err}");
+    // A real model cut in half.
+    let tiny = llama_embedding::fixtures::write_tiny_bert(&dir.join("tiny")).unwrap();
+    let cut = dir.join("cut.gguf");
+    let bytes = std::fs::read(&tiny).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = EmbeddingModel::load(&cut, &LoadOptions::default(), true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("truncated or corrupt") && err.contains("was the download cut short"),
+        "{err}"
+    );
+    // A missing file.
+    let err = EmbeddingModel::load(&dir.join("none.gguf"), &LoadOptions::default(), true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not exist"), "{err}");
+}
