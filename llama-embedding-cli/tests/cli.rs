@@ -84,7 +84,7 @@ fn every_output_format_round_trips_the_same_vectors() {
     let dir = temp("formats");
     std::fs::write(dir.join("in.txt"), corpus(120)).unwrap();
     let mut vectors = Vec::new();
-    for fmt in ["jsonl", "json", "csv", "npy"] {
+    for fmt in ["jsonl", "json", "csv", "npy", "parquet"] {
         let out = dir.join(format!("out.{fmt}"));
         let o = run(&mut embed_args(
             &model,
@@ -125,6 +125,15 @@ fn every_output_format_round_trips_the_same_vectors() {
                 assert_eq!(ids.lines().next(), Some("0"));
                 assert_eq!(ids.lines().count(), 120);
                 read_npy_f32(&out)
+            }
+            "parquet" => {
+                let (ids, v) = llama_embedding::parquet_sink::read_parquet(&out).unwrap();
+                assert_eq!(ids.first().map(String::as_str), Some("0"));
+                assert!(
+                    !dir.join("out.parquet.parts").exists(),
+                    "parts are removed at the end"
+                );
+                v
             }
             _ => unreachable!(),
         };
@@ -270,7 +279,7 @@ fn exit_codes_and_one_line_errors_before_any_work() {
     let o = run(&mut embed_args(
         &model,
         &dir.join("in.txt"),
-        &dir.join("o.parquet"),
+        &dir.join("o.xyz"),
         &dir.join("r0"),
     ));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
@@ -429,7 +438,7 @@ fn kill_9_at_random_moments_then_resume_gives_byte_identical_output() {
     let dir = temp("kill");
     std::fs::write(dir.join("in.txt"), corpus(6000)).unwrap();
     let extra = ["--save-every", "64", "--window", "64", "--workers", "2"];
-    for fmt in ["jsonl", "npy"] {
+    for fmt in ["jsonl", "npy", "parquet"] {
         let reference = dir.join(format!("ref.{fmt}"));
         let o = run(embed_args(
             &model,

@@ -25,6 +25,7 @@ pub mod item;
 pub mod job;
 pub mod model;
 pub mod npy;
+pub mod parquet_sink;
 pub mod processor;
 pub mod reader;
 pub mod resolve;

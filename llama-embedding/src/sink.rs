@@ -5,7 +5,7 @@
 //!
 //! Formats: `jsonl` (one object a line), `json` (one document: job, results, summary), `csv`
 //! (one column per dimension, spreadsheet-safe), `npy` (a `(rows, dim)` array plus
-//! `*.ids.jsonl`). Compact element types ([`Dtype`]): `f16` (rounded to nearest), `int8`
+//! `*.ids.jsonl`), `parquet` (see [`crate::parquet_sink`]). Compact element types ([`Dtype`]): `f16` (rounded to nearest), `int8`
 //! (`round(x * 127)` clamped to [-127, 127], for L2-normalised vectors), `binary` (bit `i` is
 //! `x_i > 0`, packed most significant bit first as numpy's `packbits`).
 
@@ -26,6 +26,7 @@ pub enum OutputFormat {
     Json,
     Csv,
     Npy,
+    Parquet,
 }
 
 impl OutputFormat {
@@ -35,6 +36,7 @@ impl OutputFormat {
             "json" => Some(OutputFormat::Json),
             "csv" => Some(OutputFormat::Csv),
             "npy" => Some(OutputFormat::Npy),
+            "parquet" => Some(OutputFormat::Parquet),
             _ => None,
         }
     }
@@ -45,6 +47,7 @@ impl OutputFormat {
             OutputFormat::Json => "json",
             OutputFormat::Csv => "csv",
             OutputFormat::Npy => "npy",
+            OutputFormat::Parquet => "parquet",
         }
     }
 }
@@ -579,6 +582,17 @@ pub fn open_sink(
         OutputFormat::Json => Box::new(JsonSink::open(dir, name, dtype, job, state)?),
         OutputFormat::Csv => Box::new(CsvSink::open(dir, name, dims, dtype, state)?),
         OutputFormat::Npy => Box::new(NpySink::open(dir, name, dims, dtype, state)?),
+        OutputFormat::Parquet => {
+            if dtype != Dtype::F32 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "parquet output stores float32 vectors; use --dtype f32 (or npy for compact types)",
+                ));
+            }
+            Box::new(crate::parquet_sink::ParquetSink::open(
+                dir, name, dims, state,
+            )?)
+        }
     })
 }
 
