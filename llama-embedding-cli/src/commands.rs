@@ -165,15 +165,14 @@ fn embed(a: EmbedArgs) -> Result<u8> {
     let (model, source) = load_model(model_spec.as_deref(), &a.model, true)?;
     let mut embed = embed_options(&a.model)?;
     let mut config = BatchConfig::default();
-    if let Some(m) = &stored {
+    if let (Some(m), Some(from)) = (&stored, a.resume.as_ref().or(a.retry_failed.as_ref())) {
         let v = &m.vectors;
-        let given = embed_options(&a.model)?;
-        if given != EmbedOptions::default().with_truncate(!a.model.no_truncate) && given != v.embed
+        if embed != EmbedOptions::default().with_truncate(!a.model.no_truncate) && embed != v.embed
         {
             bail!(
-                "cannot resume {}: vector settings differ from the run's ({:?} vs {:?})",
-                a.resume.as_ref().expect("resume").display(),
-                given,
+                "cannot continue {}: vector settings differ from the run's ({:?} vs {:?})",
+                from.display(),
+                embed,
                 v.embed
             );
         }

@@ -344,7 +344,7 @@ fn resume_refuses_other_vector_settings_and_finished_runs() {
         .arg(dir.join("run")));
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("vector settings differ"),
+        stderr(&o).contains("cannot continue") && stderr(&o).contains("vector settings differ"),
         "{}",
         stderr(&o)
     );
@@ -606,6 +606,18 @@ fn retry_failed_re_embeds_only_the_failed_items() {
     let full = jsonl(&dir.join("full.jsonl"));
     assert_eq!(vector(&retried[0]), vector(&full[2]));
     assert_eq!(vector(&retried[1]), vector(&full[4]));
+    // A retry with other vector settings is refused, not a crash.
+    let o = run(bin()
+        .args(["embed", "-q", "--max-tokens", "16", "-m"])
+        .arg(&model)
+        .arg("--retry-failed")
+        .arg(dir.join("run")));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("vector settings differ"),
+        "{}",
+        stderr(&o)
+    );
     // Nothing left to retry in a clean run.
     let o = run(bin()
         .args(["embed", "-q", "-m"])
