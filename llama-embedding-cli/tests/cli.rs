@@ -9,6 +9,17 @@ use std::time::Duration;
 use llama_embedding::engine::cosine;
 use util::*;
 
+/// `llama-embed embed -q -m MODEL EXTRA.. FLAG RUN_DIR` (FLAG: --resume or --retry-failed).
+fn continue_run(model: &Path, flag: &str, run_dir: &Path, extra: &[&str]) -> std::process::Output {
+    run(bin()
+        .args(["embed", "-q"])
+        .args(extra)
+        .arg("-m")
+        .arg(model)
+        .arg(flag)
+        .arg(run_dir))
+}
+
 fn embed_args(model: &Path, input: &Path, out: &Path, run: &Path) -> std::process::Command {
     let mut c = bin();
     c.args(["embed", "-q", "-m"])
@@ -325,11 +336,7 @@ fn resume_refuses_other_vector_settings_and_finished_runs() {
         &dir.join("run"),
     ));
     assert!(o.status.success());
-    let o = run(bin()
-        .args(["embed", "-q", "-m"])
-        .arg(&model)
-        .arg("--resume")
-        .arg(dir.join("run")));
+    let o = continue_run(&model, "--resume", &dir.join("run"), &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("already complete"), "{}", stderr(&o));
     // Mark it unfinished, then resume with another --max-tokens.
@@ -337,11 +344,12 @@ fn resume_refuses_other_vector_settings_and_finished_runs() {
     let mut m = llama_embedding::job::load_metadata(&dir.join("run")).unwrap();
     m.status = "stopped".into();
     llama_embedding::rundir::write_checked(&meta_path, &m).unwrap();
-    let o = run(bin()
-        .args(["embed", "-q", "--max-tokens", "64", "-m"])
-        .arg(&model)
-        .arg("--resume")
-        .arg(dir.join("run")));
+    let o = continue_run(
+        &model,
+        "--resume",
+        &dir.join("run"),
+        &["--max-tokens", "64"],
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("cannot continue") && stderr(&o).contains("vector settings differ"),
@@ -352,11 +360,7 @@ fn resume_refuses_other_vector_settings_and_finished_runs() {
     let mut text = std::fs::read_to_string(dir.join("in.txt")).unwrap();
     text.push_str("one more line\n");
     std::fs::write(dir.join("in.txt"), text).unwrap();
-    let o = run(bin()
-        .args(["embed", "-q", "-m"])
-        .arg(&model)
-        .arg("--resume")
-        .arg(dir.join("run")));
+    let o = continue_run(&model, "--resume", &dir.join("run"), &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("in.txt changed since the run started"),
@@ -550,11 +554,7 @@ fn sigterm_checkpoints_exits_130_and_resume_completes_identically() {
         "done {}",
         st.done
     );
-    let o = run(bin()
-        .args(["embed", "-q", "-m"])
-        .arg(&model)
-        .arg("--resume")
-        .arg(dir.join("run")));
+    let o = continue_run(&model, "--resume", &dir.join("run"), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         std::fs::read(dir.join("out.jsonl")).unwrap()
@@ -586,11 +586,7 @@ fn retry_failed_re_embeds_only_the_failed_items() {
         "one fox\ntwo dogs\nthree birds\nfour cats\nfive fish\nsix\n",
     )
     .unwrap();
-    let o = run(bin()
-        .args(["embed", "-q", "-m"])
-        .arg(&model)
-        .arg("--retry-failed")
-        .arg(dir.join("run")));
+    let o = continue_run(&model, "--retry-failed", &dir.join("run"), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let retried = jsonl(&dir.join("run/retry-1/output.jsonl"));
     let ids: Vec<u64> = retried.iter().map(|r| r["id"].as_u64().unwrap()).collect();
@@ -607,11 +603,12 @@ fn retry_failed_re_embeds_only_the_failed_items() {
     assert_eq!(vector(&retried[0]), vector(&full[2]));
     assert_eq!(vector(&retried[1]), vector(&full[4]));
     // A retry with other vector settings is refused, not a crash.
-    let o = run(bin()
-        .args(["embed", "-q", "--max-tokens", "16", "-m"])
-        .arg(&model)
-        .arg("--retry-failed")
-        .arg(dir.join("run")));
+    let o = continue_run(
+        &model,
+        "--retry-failed",
+        &dir.join("run"),
+        &["--max-tokens", "16"],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("vector settings differ"),
@@ -619,11 +616,7 @@ fn retry_failed_re_embeds_only_the_failed_items() {
         stderr(&o)
     );
     // Nothing left to retry in a clean run.
-    let o = run(bin()
-        .args(["embed", "-q", "-m"])
-        .arg(&model)
-        .arg("--retry-failed")
-        .arg(dir.join("full")));
+    let o = continue_run(&model, "--retry-failed", &dir.join("full"), &[]);
     assert!(
         o.status.success() && stderr(&o).contains("has no failed items"),
         "{}",

@@ -149,7 +149,6 @@ pub fn open_input(
         selection: selection.clone(),
         n: 0,
         emitted: 0,
-        filtered: 0,
     }))
 }
 
@@ -160,7 +159,6 @@ struct Selected {
     selection: Selection,
     n: u64,
     emitted: u64,
-    filtered: u64,
 }
 
 impl ItemSource for Selected {
@@ -176,12 +174,13 @@ impl ItemSource for Selected {
             if s.start.is_some_and(|st| n < st) {
                 continue;
             }
-            let id = item.id.to_string();
-            if s.only.as_ref().is_some_and(|o| !o.contains(&id))
-                || s.skip.as_ref().is_some_and(|k| k.contains(&id))
-            {
-                self.filtered += 1;
-                continue;
+            if s.only.is_some() || s.skip.is_some() {
+                let id = item.id.to_string();
+                if s.only.as_ref().is_some_and(|o| !o.contains(&id))
+                    || s.skip.as_ref().is_some_and(|k| k.contains(&id))
+                {
+                    continue;
+                }
             }
             self.emitted += 1;
             return Some(item);

@@ -361,7 +361,10 @@ pub fn run_job(
         written_at: rundir::now(),
     };
     rundir::save_checkpoint(&dir, &last)?;
-    rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
+    if resume {
+        // Status and resume count changed above; a fresh run's metadata is already written.
+        rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
+    }
 
     let source = open_input(&input, &input_spec, &selection)?;
     let source = Box::new(SkipFirst {
