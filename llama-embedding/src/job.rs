@@ -468,6 +468,7 @@ pub fn run_job(
         pending.clear();
         sink.finish(&stats.to_json()).map_err(io(&dir))?;
         last = checkpoint_now(&mut sink, &mut errors, &mut pending, done, &stats)?;
+        sink.cleanup().map_err(io(&dir))?;
         meta.status = "completed".into();
         meta.finished_at = Some(rundir::now());
     } else if end == JobEnd::StoppedByErrors {

@@ -2,8 +2,9 @@
 //! (fixed-size list of float32, the model's dimension), readable by DuckDB, pandas/pyarrow and
 //! LanceDB. A Parquet file cannot be appended to after a crash (its footer is at the end), so
 //! every checkpoint writes the rows since the last one as a complete part file in
-//! `NAME.parts/`; `finish` concatenates the parts into `NAME` and removes them. Resume drops
-//! any part the checkpoint does not list.
+//! `NAME.parts/`; `finish` concatenates the parts into `NAME`, and the parts are removed only
+//! once the checkpoint naming `NAME` is durable (`cleanup`): a crash in between resumes from
+//! the parts. Resume drops any part the checkpoint does not list.
 
 use std::fs::{self, File};
 use std::io;
@@ -182,9 +183,18 @@ impl Sink for ParquetSink {
         }
         batches.extend(pending.map(Ok));
         let len = self.write_file(&self.dir.join(&self.name), batches)?;
-        let _ = fs::remove_dir_all(self.dir.join(format!("{}.parts", self.name)));
         self.parts = vec![(self.name.clone(), len)];
         self.finished = true;
+        Ok(())
+    }
+
+    fn cleanup(&mut self) -> io::Result<()> {
+        if self.finished {
+            match fs::remove_dir_all(self.dir.join(format!("{}.parts", self.name))) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         Ok(())
     }
 }
@@ -222,4 +232,50 @@ pub fn read_parquet(path: &Path) -> io::Result<(Vec<String>, Vec<Vec<f32>>)> {
         }
     }
     Ok((ids, vectors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::ItemId;
+
+    fn result(i: u64) -> EmbeddingResult {
+        EmbeddingResult {
+            index: i,
+            id: ItemId::Num(i),
+            embedding: vec![i as f32, -(i as f32)],
+            n_tokens: 3,
+            truncated: false,
+            n_chars: 1,
+            extra: None,
+        }
+    }
+
+    /// A crash after `finish` wrote the final file but before the checkpoint naming it was
+    /// saved: the previous checkpoint (naming the parts) must still resume.
+    #[test]
+    fn crash_between_finish_and_its_checkpoint_resumes_from_the_parts() {
+        let dir = std::env::temp_dir().join(format!("parquet-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mut sink = ParquetSink::open(&dir, "out.parquet", 2, None).unwrap();
+        sink.write_batch(&[result(0), result(1)]).unwrap();
+        let state = sink.flush().unwrap();
+        sink.write_batch(&[result(2)]).unwrap();
+        sink.finish(&serde_json::Value::Null).unwrap();
+        drop(sink); // "killed" here: the checkpoint on disk is still `state`
+
+        let mut sink = ParquetSink::open(&dir, "out.parquet", 2, Some(&state)).unwrap();
+        sink.write_batch(&[result(2)]).unwrap();
+        sink.finish(&serde_json::Value::Null).unwrap();
+        let done = sink.flush().unwrap();
+        sink.cleanup().unwrap();
+        assert_eq!(done.rows, 3);
+        assert_eq!(done.files.len(), 1);
+        assert!(!dir.join("out.parquet.parts").exists());
+        let (ids, vectors) = read_parquet(&dir.join("out.parquet")).unwrap();
+        assert_eq!(ids, ["0", "1", "2"]);
+        assert_eq!(vectors[2], [2.0, -2.0]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -127,6 +127,12 @@ pub trait Sink: Send {
     fn finish(&mut self, _summary: &Value) -> io::Result<()> {
         Ok(())
     }
+    /// Called once the checkpoint covering the finished output is durable: removes what only
+    /// an unfinished run needs (a crash before this point resumes from the older checkpoint,
+    /// so nothing it names may be deleted earlier).
+    fn cleanup(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A file we append to, which knows its length and can be reopened at a checkpointed length.
