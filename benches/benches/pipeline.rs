@@ -128,6 +128,7 @@ fn sinks(c: &mut Criterion) {
             truncated: false,
             n_chars: 100,
             extra: None,
+            text: None,
         })
         .collect();
     let mut g = c.benchmark_group("sinks_2000x384");

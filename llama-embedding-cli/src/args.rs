@@ -32,6 +32,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Nearest stored items to a query: STORE is sqlite:PATH.db, postgres://…?table=NAME or a
+    /// run directory that wrote to a store.
+    Search(SearchArgs),
     /// Obtain, import or describe models.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -69,6 +72,27 @@ pub enum ModelCommand {
 }
 
 #[derive(Args, Debug)]
+pub struct SearchArgs {
+    pub store: String,
+    pub query: String,
+    /// How many items.
+    #[arg(short, default_value_t = 10)]
+    pub k: usize,
+    /// The model (default: the one the store records); a different model is refused.
+    #[arg(short, long)]
+    pub model: Option<String>,
+    /// Prepended to the query (e.g. "query: "); the documents' prefix is not reused.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// PostgreSQL: scan every row instead of the (approximate) HNSW index.
+    #[arg(long)]
+    pub exact: bool,
+    /// One JSON array (rank, id, distance, text, fields).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct EmbedArgs {
     /// Input file; `-` reads stdin. Not needed with --resume.
     pub input: Option<String>,
@@ -77,6 +101,14 @@ pub struct EmbedArgs {
     pub output: Option<PathBuf>,
     #[arg(long)]
     pub format: Option<String>,
+    /// Write the vectors to a store too (without -o: only there): sqlite:PATH.db, `sqlite`
+    /// alone for RUN_DIR/store.db, or postgres://USER@HOST:PORT/DB?table=NAME (password from
+    /// PGPASSWORD or ~/.pgpass). Ids are upserted: reruns and resumes never duplicate.
+    #[arg(long, value_name = "STORE", num_args = 0..=1, default_missing_value = "sqlite")]
+    pub store: Option<String>,
+    /// Keep each item's text in the store (shown by `search`).
+    #[arg(long, requires = "store")]
+    pub store_text: bool,
     /// f32, f16, int8 or binary.
     #[arg(long, default_value = "f32")]
     pub dtype: String,

@@ -12,7 +12,8 @@ use llama_embedding::resolve::{self, resolve_model};
 use llama_embedding::sink::{Dtype, OutputFormat};
 use llama_embedding::{BatchConfig, EmbedOptions, EmbeddingModel, ErrorStrategy, LoadOptions};
 
-use crate::args::{Cli, Command, EmbedArgs, ModelArgs, ModelCommand};
+use crate::args::{Cli, Command, EmbedArgs, ModelArgs, ModelCommand, SearchArgs};
+use llama_embedding::store::{self, StoreSpec};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ITEMS_FAILED: u8 = 3;
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Status { run_dir, json } => status(&run_dir, json),
         Command::Errors { run_dir, json } => errors(&run_dir, json),
         Command::Model(m) => model(m),
+        Command::Search(a) => search(a),
     }
 }
 
@@ -240,6 +242,42 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         )?;
         signal_hook::flag::register(sig, stop.clone())?;
     }
+    let store = match &a.store {
+        Some(s) => Some(match StoreSpec::parse(s, Some(&run_dir))? {
+            StoreSpec::Sqlite { path } => StoreSpec::Sqlite {
+                path: std::path::absolute(&path)?,
+            },
+            pg => pg,
+        }),
+        None => None,
+    };
+    if let (Some(m), Some(s)) = (&stored, &store) {
+        // Resume and retry use the run's own store.
+        if m.store.as_ref() != Some(s) {
+            return usage(format!(
+                "{} writes to {}; --store {} cannot change that",
+                run_dir.display(),
+                m.store
+                    .as_ref()
+                    .map_or_else(|| "no store".to_string(), StoreSpec::display),
+                s.display()
+            ));
+        }
+    }
+    let retry_store = stored.as_ref().and_then(|m| m.store.clone());
+    let store = if a.retry_failed.is_some() {
+        retry_store
+    } else {
+        store
+    };
+    let file_output = match &stored {
+        Some(m) if a.retry_failed.is_some() => m.file_output,
+        _ => a.output.is_some() || store.is_none(),
+    };
+    let config = config.with_keep_text(match &stored {
+        Some(m) if a.retry_failed.is_some() => m.store_text,
+        _ => a.store_text,
+    });
     let job = EmbedJob {
         input,
         input_spec,
@@ -252,6 +290,8 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         } else {
             a.output.clone()
         },
+        file_output,
+        store,
         config,
         model: model.clone(),
         model_source: source,
@@ -271,6 +311,7 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         "status": match report.end { JobEnd::Completed => "completed", JobEnd::StoppedByErrors => "stopped_by_errors", JobEnd::Interrupted => "interrupted" },
         "run_dir": report.run_dir,
         "output": report.output,
+        "store": report.store,
         "errors": report.errors,
         "resumed_over": report.resumed_over,
         "model": model.path(),
@@ -291,7 +332,12 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         eprintln!("{}", s.summary());
         eprintln!("model:      {}", model.path().display());
         eprintln!("run dir:    {}", report.run_dir.display());
-        eprintln!("output:     {}", report.output.display());
+        if let Some(o) = &report.output {
+            eprintln!("output:     {}", o.display());
+        }
+        if let Some(s) = &report.store {
+            eprintln!("store:      {s}");
+        }
         eprintln!(
             "errors:     {} ({} failed)",
             report.errors.display(),
@@ -364,7 +410,12 @@ fn status(dir: &Path, json: bool) -> Result<u8> {
         st.eta_seconds
             .map_or_else(|| "unknown".into(), |e| format!("{e:.0}s"))
     );
-    println!("output:       {}", st.output.display());
+    if let Some(o) = &st.output {
+        println!("output:       {}", o.display());
+    }
+    if let Some(s) = &st.store {
+        println!("store:        {s}");
+    }
     if let Some(n) = st.note {
         println!("note:         {n}");
     }
@@ -477,4 +528,96 @@ fn model(cmd: ModelCommand) -> Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+fn search(a: SearchArgs) -> Result<u8> {
+    if a.k == 0 {
+        return usage("-k must be at least 1");
+    }
+    let dir = Path::new(&a.store);
+    let spec = if dir.join(llama_embedding::rundir::METADATA).is_file() {
+        job::load_metadata(dir)?.store.with_context(|| {
+            format!(
+                "{} wrote no store (it was run without --store)",
+                dir.display()
+            )
+        })?
+    } else {
+        StoreSpec::parse(&a.store, None)?
+    };
+    let margs = ModelArgs {
+        model: a.model.clone(),
+        max_tokens: None,
+        no_truncate: false,
+        pooling: None,
+        normalize: None,
+        prefix: None,
+        gpu_layers: None,
+    };
+    // The store names its model; an explicit --model must be that model.
+    let (stored, model) = match &a.model {
+        Some(m) => {
+            let (model, _) = load_model(Some(m), &margs, false)?;
+            (store::store_model(&spec, Some(&model.sha256()?))?, model)
+        }
+        None => {
+            let stored = store::store_model(&spec, None)?;
+            let path = stored.model_path.to_string_lossy().into_owned();
+            let spec_model = if stored.model_path.is_file() {
+                Some(path.as_str())
+            } else {
+                None
+            };
+            let (model, _) = load_model(spec_model, &margs, false)?;
+            if model.sha256()? != stored.model_sha256 {
+                bail!(
+                    "the store's vectors were made with {} (sha256 {}), which is not at that path any more; \
+                     pass that model with --model",
+                    stored.model_path.display(),
+                    stored.model_sha256
+                );
+            }
+            (stored, model)
+        }
+    };
+    let mut embed: EmbedOptions = serde_json::from_value(stored.settings["embed"].clone())
+        .context("reading the store's vector settings")?;
+    embed.prefix = a.prefix.clone();
+    let config = BatchConfig::default()
+        .with_workers(1)
+        .with_embed(embed)
+        .with_progress(false);
+    let mut p = llama_embedding::BatchProcessor::new(model, config)?;
+    let outcome = p
+        .process_batch(std::slice::from_ref(&a.query))?
+        .pop()
+        .context("no result for the query")?;
+    let query = match outcome {
+        llama_embedding::ItemOutcome::Embedded(r) => r.embedding,
+        llama_embedding::ItemOutcome::Failed(f) => bail!("cannot embed the query: {}", f.error),
+    };
+    let hits = store::search(&spec, &stored, &query, a.k, a.exact)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&hits)?);
+        return Ok(EXIT_OK);
+    }
+    if hits.is_empty() {
+        eprintln!("llama-embed: the store is empty");
+    }
+    println!("{:>4}  {:>8}  {:<16}  text", "rank", "distance", "id");
+    for h in &hits {
+        let text = h.text.as_deref().map_or_else(
+            || "-".to_string(),
+            |t| {
+                let one_line = t.replace(['\n', '\r', '\t'], " ");
+                let mut short: String = one_line.chars().take(70).collect();
+                if one_line.chars().count() > 70 {
+                    short.push('…');
+                }
+                short
+            },
+        );
+        println!("{:>4}  {:>8.4}  {:<16}  {text}", h.rank, h.distance, h.id);
+    }
+    Ok(EXIT_OK)
 }

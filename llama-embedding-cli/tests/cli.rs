@@ -376,66 +376,6 @@ fn resume_refuses_other_vector_settings_and_finished_runs() {
     assert!(stderr(&o).contains("checksum mismatch"), "{}", stderr(&o));
 }
 
-/// Runs to completion with kill -9 at random moments, resuming each time; returns the number
-/// of kills that landed mid-run.
-fn run_with_kills(
-    model: &Path,
-    input: &Path,
-    out: &Path,
-    run_dir: &Path,
-    extra: &[&str],
-    seed: u64,
-    max_delay_ms: u64,
-) -> usize {
-    let mut rng = seed;
-    let mut kills = 0;
-    let mut first = true;
-    loop {
-        let mut c = bin();
-        c.args(["embed", "-q", "-m"]).arg(model).args(extra);
-        // Killed before its metadata was written, a run has nothing to resume.
-        first = first || !run_dir.join("metadata.json").exists();
-        if first {
-            c.arg(input)
-                .arg("-o")
-                .arg(out)
-                .arg("--run-dir")
-                .arg(run_dir);
-        } else {
-            c.arg("--resume").arg(run_dir);
-        }
-        let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let delay = Duration::from_millis(150 + rng % max_delay_ms);
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read;
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                assert!(status.success(), "run failed: {err}");
-                return kills;
-            }
-            if start.elapsed() >= delay {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        first = false;
-        assert!(kills < 200, "no progress after 200 kills");
-    }
-}
-
 #[test]
 fn kill_9_at_random_moments_then_resume_gives_byte_identical_output() {
     let model = tiny();
@@ -456,9 +396,10 @@ fn kill_9_at_random_moments_then_resume_gives_byte_identical_output() {
         let kills = run_with_kills(
             &model,
             &dir.join("in.txt"),
-            &out,
+            Some(&out),
             &dir.join(format!("run-{fmt}")),
             &extra,
+            &[],
             0x5eed + fmt.len() as u64,
             900,
         );
@@ -497,9 +438,10 @@ fn a_killed_run_with_the_real_model_resumes_to_identical_output() {
     let kills = run_with_kills(
         &model,
         &dir.join("in.txt"),
-        &out,
+        Some(&out),
         &dir.join("run"),
         &extra,
+        &[],
         42,
         3000,
     );

@@ -82,6 +82,9 @@ pub struct EmbeddingResult {
     pub n_chars: usize,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The text embedded (prefix excluded), when [`crate::BatchConfig::keep_text`] is set.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub text: Option<String>,
 }
 
 /// An item that could not be embedded.

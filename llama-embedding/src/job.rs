@@ -16,8 +16,9 @@ use crate::model::{EmbedOptions, EmbeddingModel, ModelFacts};
 use crate::processor::{BatchConfig, BatchProcessor, ErrorStrategy};
 use crate::reader::ItemSource;
 use crate::rundir::{self, Checkpoint, RunLock};
-use crate::sink::{open_sink, Dtype, ErrorFile, OutputFormat, Sink};
+use crate::sink::{open_sink, Dtype, ErrorFile, MultiSink, OutputFormat, Sink};
 use crate::stats::{BatchStats, ProgressInfo};
+use crate::store::{StoreModel, StoreSpec};
 
 /// Everything that determines the vectors and their order. A resumed run must match it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +59,14 @@ pub struct Metadata {
     pub vectors: VectorSettings,
     pub output_format: OutputFormat,
     pub output_file: String,
+    /// False when the run writes only to a store.
+    #[serde(default = "yes")]
+    pub file_output: bool,
+    #[serde(default)]
+    pub store: Option<StoreSpec>,
+    /// Texts are kept in the store (`--store-text`).
+    #[serde(default)]
+    pub store_text: bool,
     pub dtype: Dtype,
     pub workers: usize,
     pub threads: usize,
@@ -65,6 +74,10 @@ pub struct Metadata {
     pub resumes: u32,
     pub stats: BatchStats,
     pub message: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A job to run (fresh, or resuming the run directory).
@@ -77,6 +90,10 @@ pub struct EmbedJob {
     pub run_dir: PathBuf,
     /// Where the output goes; default `RUN_DIR/output.EXT`.
     pub output: Option<PathBuf>,
+    /// Write the output file (false: only the store).
+    pub file_output: bool,
+    /// A vector store the results also go to. `config.keep_text` keeps texts in it.
+    pub store: Option<StoreSpec>,
     pub config: BatchConfig,
     pub model: Arc<EmbeddingModel>,
     pub model_source: String,
@@ -104,7 +121,10 @@ pub struct JobReport {
     /// Counters over all segments of the run; timings of this segment.
     pub stats: BatchStats,
     pub run_dir: PathBuf,
-    pub output: PathBuf,
+    /// The output file, when the run writes one.
+    pub output: Option<PathBuf>,
+    /// The store, as `sqlite:PATH` or a password-less PostgreSQL URL.
+    pub store: Option<String>,
     pub errors: PathBuf,
     /// Items already done when this segment started (resume).
     pub resumed_over: u64,
@@ -284,6 +304,9 @@ pub fn run_job(
             vectors: settings.clone(),
             output_format: job.output_format,
             output_file: output_file.clone(),
+            file_output: job.file_output,
+            store: job.store.clone(),
+            store_text: job.config.keep_text,
             dtype: job.dtype,
             workers: job.config.workers,
             threads: job.config.threads(),
@@ -338,16 +361,48 @@ pub fn run_job(
         let p = p.to_path_buf();
         move |e| Error::io(p, e)
     };
-    let mut sink: Box<dyn Sink> = open_sink(
-        format,
-        &out_dir,
-        &out_name,
-        dims,
-        dtype,
-        &job_json,
-        checkpoint.as_ref().map(|c| &c.output),
-    )
-    .map_err(io(&output_path))?;
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if meta.file_output {
+        sinks.push(
+            open_sink(
+                format,
+                &out_dir,
+                &out_name,
+                dims,
+                dtype,
+                &job_json,
+                checkpoint.as_ref().map(|c| &c.output),
+            )
+            .map_err(io(&output_path))?,
+        );
+    }
+    if let Some(spec) = &meta.store {
+        if dtype != Dtype::F32 {
+            return Err(Error::Config(format!(
+                "stores keep float32 vectors; --dtype {dtype:?} applies to files only"
+            )));
+        }
+        let model = StoreModel {
+            model_sha256: settings.model_sha256.clone(),
+            model_path: job.model.path().to_path_buf(),
+            dims,
+            settings: crate::store::store_settings(&settings),
+        };
+        sinks.push(crate::store::open_store_sink(
+            spec,
+            &model,
+            checkpoint.as_ref().map(|c| &c.output),
+        )?);
+    }
+    let mut sink: Box<dyn Sink> = match sinks.len() {
+        1 => sinks.pop().expect("one sink"),
+        0 => {
+            return Err(Error::Config(
+                "the run has neither an output file nor a store".into(),
+            ))
+        }
+        _ => Box::new(MultiSink(sinks)),
+    };
     let mut errors = ErrorFile::open(&dir, rundir::ERRORS, checkpoint.as_ref().map(|c| &c.errors))
         .map_err(io(&dir.join(rundir::ERRORS)))?;
     let before = checkpoint.clone().unwrap_or_default();
@@ -371,7 +426,11 @@ pub fn run_job(
         inner: source,
         left: start,
     });
-    let mut processor = BatchProcessor::new(job.model.clone(), job.config.clone())?;
+    let config = job
+        .config
+        .clone()
+        .with_keep_text(meta.store.is_some() && meta.store_text);
+    let mut processor = BatchProcessor::new(job.model.clone(), config)?;
     if let Some(cb) = progress {
         processor.set_progress_callback(cb);
     }
@@ -489,7 +548,8 @@ pub fn run_job(
     Ok(JobReport {
         end,
         stats: meta.stats.clone(),
-        output: output_path,
+        output: meta.file_output.then_some(output_path),
+        store: meta.store.as_ref().map(StoreSpec::display),
         errors: dir.join(rundir::ERRORS),
         run_dir: dir,
         resumed_over: start,
@@ -515,7 +575,8 @@ pub struct RunStatus {
     pub remaining: Option<u64>,
     pub texts_per_second: Option<f64>,
     pub eta_seconds: Option<f64>,
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
+    pub store: Option<String>,
     pub errors: PathBuf,
     pub note: Option<String>,
 }
@@ -555,7 +616,8 @@ pub fn run_status(dir: &Path) -> Result<RunStatus> {
             (Some(r), Some(rate)) if rate > 0.0 => Some(r as f64 / rate),
             _ => None,
         },
-        output: PathBuf::from(meta.output_file),
+        output: meta.file_output.then(|| PathBuf::from(&meta.output_file)),
+        store: meta.store.as_ref().map(StoreSpec::display),
         errors: dir.join(rundir::ERRORS),
         note,
     })

@@ -32,6 +32,7 @@ pub mod resolve;
 pub mod rundir;
 pub mod sink;
 pub mod stats;
+pub mod store;
 
 pub use error::{Error, ItemError, ItemErrorKind, Result};
 pub use item::{EmbeddingResult, ItemFailure, ItemId, ItemOutcome, Position, SourceItem};

@@ -248,6 +248,7 @@ mod tests {
             truncated: false,
             n_chars: 1,
             extra: None,
+            text: None,
         }
     }
 

@@ -79,6 +79,8 @@ pub struct BatchConfig {
     pub embed: EmbedOptions,
     /// Blank lines in text files: skipped and counted (true) or failed items (false, default).
     pub skip_blank_lines: bool,
+    /// Carry each item's text to the results (for stores that keep it). Default false.
+    pub keep_text: bool,
 }
 
 impl Default for BatchConfig {
@@ -97,6 +99,7 @@ impl Default for BatchConfig {
             memory_monitoring: true,
             embed: EmbedOptions::default(),
             skip_blank_lines: false,
+            keep_text: false,
         }
     }
 }
@@ -129,6 +132,7 @@ impl BatchConfig {
         with_memory_monitoring: memory_monitoring: bool,
         with_embed: embed: EmbedOptions,
         with_skip_blank_lines: skip_blank_lines: bool,
+        with_keep_text: keep_text: bool,
     }
 
     pub fn with_threads_per_worker(mut self, n: usize) -> Self {
@@ -416,6 +420,7 @@ struct Prepared {
     truncated: bool,
     n_chars: usize,
     extra: Option<serde_json::Map<String, serde_json::Value>>,
+    text: Option<String>,
     position: Option<Position>,
 }
 
@@ -598,6 +603,7 @@ impl Run {
                 sequences: config.batch_size,
             };
             let sort = config.sort_by_length;
+            let keep_text = config.keep_text;
             threads.push(spawn(
                 "llama-embed-tokenizer",
                 Box::new(move || {
@@ -641,6 +647,7 @@ impl Run {
                                     truncated: tk.truncated,
                                     n_chars,
                                     extra: item.extra,
+                                    text: if keep_text { item.text.ok() } else { None },
                                     position: item.position,
                                 });
                                 if !send_batches(ready) {
@@ -712,6 +719,7 @@ impl Run {
                                             truncated: p.truncated,
                                             n_chars: p.n_chars,
                                             extra: p.extra,
+                                            text: p.text,
                                         })
                                     })
                                     .collect(),

@@ -75,3 +75,65 @@ pub fn vector(v: &serde_json::Value) -> Vec<f32> {
         .map(|x| x.as_f64().unwrap() as f32)
         .collect()
 }
+
+/// Runs to completion with kill -9 at random moments, resuming each time; returns the number
+/// of kills that landed mid-run.
+#[allow(clippy::too_many_arguments)]
+pub fn run_with_kills(
+    model: &Path,
+    input: &Path,
+    out: Option<&Path>,
+    run_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    seed: u64,
+    max_delay_ms: u64,
+) -> usize {
+    let mut rng = seed;
+    let mut kills = 0;
+    let mut first = true;
+    loop {
+        let mut c = bin();
+        c.args(["embed", "-q", "-m"]).arg(model).args(extra);
+        c.envs(env.iter().copied());
+        // Killed before its metadata was written, a run has nothing to resume.
+        first = first || !run_dir.join("metadata.json").exists();
+        if first {
+            c.arg(input).arg("--run-dir").arg(run_dir);
+            if let Some(out) = out {
+                c.arg("-o").arg(out);
+            }
+        } else {
+            c.arg("--resume").arg(run_dir);
+        }
+        let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let delay = std::time::Duration::from_millis(150 + rng % max_delay_ms);
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                assert!(status.success(), "run failed: {err}");
+                return kills;
+            }
+            if start.elapsed() >= delay {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        first = false;
+        assert!(kills < 200, "no progress after 200 kills");
+    }
+}
