@@ -35,6 +35,8 @@ pub enum Command {
     /// Nearest stored items to a query: STORE is sqlite:PATH.db, postgres://…?table=NAME or a
     /// run directory that wrote to a store.
     Search(SearchArgs),
+    /// Sweep batch sizes (and budgets, workers, threads): table, bench.json/csv/svg/png.
+    Bench(Box<BenchArgs>),
     /// Obtain, import or describe models.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -69,6 +71,44 @@ pub enum ModelCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Texts to embed, one per line (blank lines dropped).
+    #[arg(long, conflicts_with = "synthetic")]
+    pub input: Option<PathBuf>,
+    /// Generate N deterministic English-like texts instead of reading a file.
+    #[arg(long, value_name = "N")]
+    pub synthetic: Option<usize>,
+    /// Use only the first N lines of --input.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64,128")]
+    pub batch_sizes: Vec<usize>,
+    /// Tokens per decode (default: sized so that the batch size is the limit).
+    #[arg(long, value_delimiter = ',')]
+    pub token_budgets: Vec<usize>,
+    /// Engine threads (default: one per core, up to 8).
+    #[arg(long, value_delimiter = ',')]
+    pub workers: Vec<usize>,
+    /// CPU threads per engine thread (default: cores / workers).
+    #[arg(long, value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Timed runs per setting (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Folder for bench.json, bench.csv, bench.svg, bench.png.
+    #[arg(long, default_value = "bench")]
+    pub out: PathBuf,
+    /// Print the `embed` flags of the fastest setting.
+    #[arg(long)]
+    pub recommend: bool,
+    /// Only the table.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]

@@ -28,6 +28,11 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Errors { run_dir, json } => errors(&run_dir, json),
         Command::Model(m) => model(m),
         Command::Search(a) => search(a),
+        Command::Bench(a) => {
+            let (model, _) = load_model(a.model.model.as_deref(), &a.model, true)?;
+            let config = BatchConfig::default().with_embed(embed_options(&a.model)?);
+            crate::bench::bench(*a, model, config)
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 //! the error strategy; 130 interrupted by a signal (after a final checkpoint).
 
 mod args;
+mod bench;
+mod chart;
 mod commands;
 mod progress;
 

@@ -172,3 +172,10 @@ pub fn peak_resident_mb() -> u64 {
         })
         .map_or(0, |kb| kb / 1024)
 }
+
+/// Resets the kernel's peak-resident mark (`VmHWM`) to the current resident size, so the
+/// next [`peak_resident_mb`] covers only what follows (Linux: `5` into `/proc/self/clear_refs`).
+/// Returns whether it could.
+pub fn reset_peak_resident() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
