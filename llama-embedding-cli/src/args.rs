@@ -37,6 +37,17 @@ pub enum Command {
     Search(SearchArgs),
     /// Sweep batch sizes (and budgets, workers, threads): table, bench.json/csv/svg/png.
     Bench(Box<BenchArgs>),
+    /// Combine the JSONL outputs of shard runs into one, in input order, checking that every
+    /// item is there exactly once (exit 3 when some are missing or duplicated).
+    Merge {
+        #[arg(required = true)]
+        run_dirs: Vec<PathBuf>,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Obtain, import or describe models.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -100,6 +111,10 @@ pub struct BenchArgs {
     /// Timed runs per setting (after one warm-up).
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    /// Repeat every setting, also those under half the best throughput so far (by default
+    /// they are run once).
+    #[arg(long)]
+    pub all_repeats: bool,
     /// Folder for bench.json, bench.csv, bench.svg, bench.png.
     #[arg(long, default_value = "bench")]
     pub out: PathBuf,
@@ -216,6 +231,15 @@ pub struct EmbedArgs {
     pub skip: Option<String>,
     #[arg(long)]
     pub limit: Option<u64>,
+    /// Embed only shard K of N (items split by a stable hash of their id). Without it, the
+    /// shard comes from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT (Slurm job arrays) or from
+    /// JOB_COMPLETION_INDEX with --shard-count (Kubernetes Indexed Jobs).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+    /// Number of shards when the index comes from JOB_COMPLETION_INDEX (or SLURM_ARRAY_TASK_ID
+    /// without SLURM_ARRAY_TASK_COUNT).
+    #[arg(long, value_name = "N")]
+    pub shard_count: Option<u32>,
 
     /// Checkpoint every N items (default: every few seconds).
     #[arg(long)]

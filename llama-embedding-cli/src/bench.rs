@@ -59,6 +59,10 @@ impl Spread {
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub setting: Setting,
+    /// The library's default setting, added to the sweep for reference.
+    pub reference: bool,
+    /// Run once only: its first run was under half the best median so far.
+    pub dominated: bool,
     pub repeats: usize,
     pub texts_per_second: Spread,
     pub tokens_per_second: Spread,
@@ -81,6 +85,8 @@ struct Report<'a> {
     repeat: usize,
     machine: Machine,
     complete: bool,
+    /// Token budgets were given (else each batch size got its own).
+    budgets_swept: bool,
     best: Option<Setting>,
     rows: &'a [Row],
 }
@@ -206,7 +212,7 @@ fn load_texts(a: &BenchArgs) -> Result<(Vec<String>, String)> {
 /// The settings to run: the cross product of the lists. Without `--token-budgets` each batch
 /// size gets a budget large enough that the batch size is what limits a decode (the mean
 /// aligned text length times the batch size), so the sweep measures batch size.
-fn settings(a: &BenchArgs, mean_tokens: f64) -> Result<Vec<Setting>> {
+fn settings(a: &BenchArgs, mean_tokens: f64) -> Result<(Vec<Setting>, Option<Setting>)> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = if a.workers.is_empty() {
         vec![llama_embedding::processor::default_workers()]
@@ -242,7 +248,21 @@ fn settings(a: &BenchArgs, mean_tokens: f64) -> Result<Vec<Setting>> {
     if out.is_empty() {
         bail!("nothing to run: give --batch-sizes");
     }
-    Ok(out)
+    // The library's defaults, as a reference row (what `embed` does without flags).
+    if a.token_budgets.is_empty() && a.workers.is_empty() && a.threads.is_empty() {
+        let d = BatchConfig::default();
+        let default = Setting {
+            batch_size: d.batch_size,
+            token_budget: d.token_budget,
+            workers: d.workers,
+            threads: d.threads(),
+        };
+        if !out.contains(&default) {
+            out.push(default);
+            return Ok((out, Some(default)));
+        }
+    }
+    Ok((out, None))
 }
 
 fn config(base: &BatchConfig, s: Setting) -> Result<BatchConfig> {
@@ -272,10 +292,12 @@ fn run_once(
     Ok(p.stats())
 }
 
-fn row(setting: Setting, runs: Vec<BatchStats>) -> Row {
+fn row(setting: Setting, reference: bool, dominated: bool, runs: Vec<BatchStats>) -> Row {
     let f = |g: &dyn Fn(&BatchStats) -> f64| Spread::of(runs.iter().map(g).collect());
     Row {
         setting,
+        reference,
+        dominated,
         repeats: runs.len(),
         texts_per_second: f(&|s| s.texts_per_second),
         tokens_per_second: f(&|s| s.tokens_per_second),
@@ -324,10 +346,27 @@ fn table(rows: &[Row]) -> String {
             r.batch_p95_ms.median,
             r.model_share.median * 100.0,
             r.peak_memory_mb.median,
-            if Some(st) == best { "  <- best" } else { "" }
+            match (Some(st) == best, is_default(st)) {
+                (true, true) => "  <- best (the default)",
+                (true, false) => "  <- best",
+                (false, true) => "  (the default)",
+                _ => "",
+            }
         );
+        if r.dominated {
+            s.pop();
+            s += "  [1 run: dominated]\n";
+        }
     }
     s
+}
+
+fn is_default(s: Setting) -> bool {
+    let d = BatchConfig::default();
+    s.batch_size == d.batch_size
+        && s.token_budget == d.token_budget
+        && s.workers == d.workers
+        && s.threads == d.threads()
 }
 
 fn csv(rows: &[Row]) -> String {
@@ -396,7 +435,7 @@ impl Outputs {
                 report.texts,
                 report.machine.cpus
             );
-            crate::chart::draw(&self.dir, &title, report.rows)?;
+            crate::chart::draw(&self.dir, &title, report.rows, report.budgets_swept)?;
         }
         Ok(())
     }
@@ -416,7 +455,7 @@ pub fn bench(a: BenchArgs, model: Arc<EmbeddingModel>, base: BatchConfig) -> Res
         }
     }
     let mean = tokens as f64 / texts.len() as f64;
-    let plan = settings(&a, mean)?;
+    let (plan, reference) = settings(&a, mean)?;
     let configs: Vec<BatchConfig> = plan
         .iter()
         .map(|s| config(&base, *s))
@@ -452,6 +491,10 @@ pub fn bench(a: BenchArgs, model: Arc<EmbeddingModel>, base: BatchConfig) -> Res
         // Warm-up: contexts, caches and the allocator, not counted.
         run_once(&model, cfg, &warm)?;
         let mut runs = Vec::new();
+        let best_so_far = rows
+            .iter()
+            .map(|r| r.tokens_per_second.median)
+            .fold(0.0f64, f64::max);
         for r in 0..a.repeat {
             if stop.load(Ordering::Relaxed) {
                 interrupted = true;
@@ -459,6 +502,11 @@ pub fn bench(a: BenchArgs, model: Arc<EmbeddingModel>, base: BatchConfig) -> Res
             }
             let st = run_once(&model, cfg, &texts)?;
             done += 1;
+            // Clearly dominated (under half the best so far): one run is enough to say so.
+            let dominated = r == 0 && !a.all_repeats && st.tokens_per_second < best_so_far / 2.0;
+            if dominated {
+                done += a.repeat - 1;
+            }
             if !a.quiet {
                 let elapsed = started.elapsed().as_secs_f64();
                 let eta = elapsed / done as f64 * (total_runs - done) as f64;
@@ -473,8 +521,12 @@ pub fn bench(a: BenchArgs, model: Arc<EmbeddingModel>, base: BatchConfig) -> Res
                 );
             }
             runs.push(st);
+            if dominated {
+                break;
+            }
         }
-        rows.push(row(*setting, runs));
+        let dominated = runs.len() == 1 && a.repeat > 1;
+        rows.push(row(*setting, reference == Some(*setting), dominated, runs));
         out.write(&Report {
             tool: format!("llama-embed {}", env!("CARGO_PKG_VERSION")),
             model: model.path(),
@@ -485,6 +537,7 @@ pub fn bench(a: BenchArgs, model: Arc<EmbeddingModel>, base: BatchConfig) -> Res
             repeat: a.repeat,
             machine: machine(),
             complete: rows.len() == plan.len(),
+            budgets_swept: !a.token_budgets.is_empty(),
             best: best(&rows),
             rows: &rows,
         })?;

@@ -26,17 +26,19 @@ fn register_font() {
 }
 
 /// Draws `bench.svg` and `bench.png` into `dir`.
-pub fn draw(dir: &Path, title: &str, rows: &[Row]) -> Result<()> {
+pub fn draw(dir: &Path, title: &str, rows: &[Row], budgets_swept: bool) -> Result<()> {
     register_font();
     draw_on(
         SVGBackend::new(&dir.join("bench.svg"), (W, H)).into_drawing_area(),
         title,
         rows,
+        budgets_swept,
     )?;
     draw_on(
         BitMapBackend::new(&dir.join("bench.png"), (W, H)).into_drawing_area(),
         title,
         rows,
+        budgets_swept,
     )?;
     Ok(())
 }
@@ -49,6 +51,7 @@ fn draw_on<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
     rows: &[Row],
+    budgets_swept: bool,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -57,22 +60,18 @@ where
     let root = root.titled(title, ("sans-serif", 20)).map_err(e)?;
     let (left, right) = root.split_horizontally(W / 2);
 
-    let several_budgets = {
-        let mut per: BTreeMap<(usize, usize, usize), std::collections::BTreeSet<usize>> =
-            BTreeMap::new();
-        for r in rows {
-            let s = r.setting;
-            per.entry((s.workers, s.threads, s.batch_size))
-                .or_default()
-                .insert(s.token_budget);
-        }
-        per.values().any(|b| b.len() > 1)
-    };
     // Series: one per split (and budget when several budgets share a batch size).
     let mut series: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
     for r in rows {
         let s = r.setting;
-        let key = if several_budgets {
+        let key = if r.reference {
+            format!(
+                "the default: {} x {}, budget {}",
+                plural(s.workers, "worker"),
+                plural(s.threads, "thread"),
+                s.token_budget
+            )
+        } else if budgets_swept {
             format!(
                 "{} x {}, budget {}",
                 plural(s.workers, "worker"),
@@ -81,7 +80,7 @@ where
             )
         } else {
             format!(
-                "{} x {}",
+                "{} x {}, budget = batch x mean text",
                 plural(s.workers, "worker"),
                 plural(s.threads, "thread")
             )

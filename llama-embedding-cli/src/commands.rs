@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use llama_embedding::input::{count_lines, parse_ids, InputFormat, InputSpec, Selection};
+use llama_embedding::input::{count_lines, parse_ids, InputFormat, InputSpec, Selection, Shard};
 use llama_embedding::job::{self, EmbedJob, JobEnd};
 use llama_embedding::resolve::{self, resolve_model};
 use llama_embedding::sink::{Dtype, OutputFormat};
@@ -28,6 +28,11 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Errors { run_dir, json } => errors(&run_dir, json),
         Command::Model(m) => model(m),
         Command::Search(a) => search(a),
+        Command::Merge {
+            run_dirs,
+            output,
+            json,
+        } => merge(&run_dirs, &output, json),
         Command::Bench(a) => {
             let (model, _) = load_model(a.model.model.as_deref(), &a.model, true)?;
             let config = BatchConfig::default().with_embed(embed_options(&a.model)?);
@@ -129,12 +134,17 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         comments: a.comments,
         ..InputSpec::default()
     };
+    let (shard, shard_source) = match shard_from(&a)? {
+        Some((s, src)) => (Some(s), Some(src)),
+        None => (None, None),
+    };
     let mut selection = Selection {
         start: a.start,
         end: a.end,
         only: a.only.as_deref().map(parse_ids).transpose()?,
         skip: a.skip.as_deref().map(parse_ids).transpose()?,
         limit: a.limit,
+        shard,
     };
 
     let (mut format, mut dtype) = (format, dtype);
@@ -223,7 +233,22 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         .clone()
         .or(retry_dir)
         .or(a.run_dir.clone())
-        .unwrap_or_else(|| llama_embedding::rundir::default_run_dir(&input));
+        .unwrap_or_else(|| {
+            let d = llama_embedding::rundir::default_run_dir(&input);
+            match shard {
+                Some(s) => {
+                    let mut name = d.file_name().unwrap_or_default().to_os_string();
+                    name.push(format!("-shard-{}-of-{}", s.index, s.count));
+                    d.with_file_name(name)
+                }
+                None => d,
+            }
+        });
+    if let (Some(s), Some(src)) = (shard, &shard_source) {
+        if !a.quiet {
+            eprintln!("llama-embed: shard {s} ({src}) into {}", run_dir.display());
+        }
+    }
     let total = match input_format {
         InputFormat::Text | InputFormat::Jsonl if input != "-" && selection.is_all() => {
             count_lines(Path::new(&input))
@@ -319,6 +344,8 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         "store": report.store,
         "errors": report.errors,
         "resumed_over": report.resumed_over,
+        "shard": shard.map(|s| s.to_string()),
+        "shard_source": shard_source,
         "model": model.path(),
         "stats": s,
         "message": report.message,
@@ -334,6 +361,9 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         );
         eprintln!("{}", "=".repeat(72));
         eprintln!("resumed over: {} items already done", report.resumed_over);
+        if let (Some(s), Some(src)) = (shard, &shard_source) {
+            eprintln!("shard:      {s} ({src})");
+        }
         eprintln!("{}", s.summary());
         eprintln!("model:      {}", model.path().display());
         eprintln!("run dir:    {}", report.run_dir.display());
@@ -625,4 +655,91 @@ fn search(a: SearchArgs) -> Result<u8> {
         println!("{:>4}  {:>8.4}  {:<16}  {text}", h.rank, h.distance, h.id);
     }
     Ok(EXIT_OK)
+}
+
+/// The shard to run: `--shard`, else the scheduler's environment. Returns it with where it
+/// came from.
+fn shard_from(a: &EmbedArgs) -> Result<Option<(Shard, String)>> {
+    if let Some(s) = &a.shard {
+        return Ok(Some((Shard::parse(s)?, "--shard".into())));
+    }
+    if a.resume.is_some() || a.retry_failed.is_some() {
+        return Ok(None); // the run keeps its own shard
+    }
+    let var = |name: &str| -> Result<Option<u32>> {
+        match std::env::var(name) {
+            Ok(v) => v
+                .trim()
+                .parse::<u32>()
+                .map(Some)
+                .with_context(|| format!("{name}={v:?} is not a number")),
+            Err(_) => Ok(None),
+        }
+    };
+    if let Some(id) = var("SLURM_ARRAY_TASK_ID")? {
+        let min = var("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+        let count = match (var("SLURM_ARRAY_TASK_COUNT")?, a.shard_count) {
+            (_, Some(n)) => n,
+            (Some(n), None) => n,
+            (None, None) => bail!(
+                "SLURM_ARRAY_TASK_ID is set but not SLURM_ARRAY_TASK_COUNT: pass --shard-count N"
+            ),
+        };
+        let index = id
+            .checked_sub(min)
+            .context("SLURM_ARRAY_TASK_ID below SLURM_ARRAY_TASK_MIN")?;
+        let src = format!("SLURM_ARRAY_TASK_ID={id}, SLURM_ARRAY_TASK_MIN={min}, {count} tasks");
+        return Ok(Some((Shard::new(index, count)?, src)));
+    }
+    if let Some(index) = var("JOB_COMPLETION_INDEX")? {
+        let count = a.shard_count.context(
+            "JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job): pass --shard-count N (the Job's completions)",
+        )?;
+        return Ok(Some((
+            Shard::new(index, count)?,
+            format!("JOB_COMPLETION_INDEX={index}, --shard-count {count}"),
+        )));
+    }
+    if a.shard_count.is_some() {
+        bail!("--shard-count needs JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID in the environment (or use --shard K/N)");
+    }
+    Ok(None)
+}
+
+fn merge(dirs: &[std::path::PathBuf], output: &Path, json: bool) -> Result<u8> {
+    let r = llama_embedding::merge::merge_runs(dirs, output)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("merged:     {} rows into {}", r.rows, r.output.display());
+        println!(
+            "items:      {} in the input, {} embedded, {} failed in their shard",
+            r.items, r.rows, r.failed
+        );
+        if !r.absent_shards.is_empty() {
+            println!(
+                "absent:     shards {:?} of {} (no run directory given)",
+                r.absent_shards, r.shards
+            );
+        }
+        if r.missing_count > 0 {
+            println!(
+                "missing:    {} items: {}",
+                r.missing_count,
+                r.missing.join(", ")
+            );
+        }
+        if r.duplicated_count > 0 {
+            println!(
+                "duplicated: {} rows: {}",
+                r.duplicated_count,
+                r.duplicated.join(", ")
+            );
+        }
+    }
+    Ok(if r.is_complete() {
+        EXIT_OK
+    } else {
+        EXIT_ITEMS_FAILED
+    })
 }

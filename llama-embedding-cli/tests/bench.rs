@@ -29,7 +29,7 @@ fn bench_sweeps_and_writes_table_json_csv_svg_png_and_a_recommendation() {
             "--workers",
             "1,2",
         ])
-        .args(["--repeat", "2", "--recommend", "-m"])
+        .args(["--repeat", "2", "--all-repeats", "--recommend", "-m"])
         .arg(&model)
         .arg("--out")
         .arg(&out));
@@ -167,7 +167,7 @@ fn ctrl_c_stops_the_bench_and_keeps_the_settings_that_finished() {
         serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
     assert_eq!(report["complete"], false);
     let n = report["rows"].as_array().unwrap().len();
-    assert!((1..6).contains(&n), "{n} rows");
+    assert!((1..7).contains(&n), "{n} rows");
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains("interrupted") && stdout.contains("<- best"),

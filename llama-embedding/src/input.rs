@@ -101,12 +101,72 @@ pub struct Selection {
     pub only: Option<HashSet<String>>,
     pub skip: Option<HashSet<String>>,
     pub limit: Option<u64>,
+    /// Only the items of this shard (`--shard K/N`).
+    #[serde(default)]
+    pub shard: Option<Shard>,
 }
 
 impl Selection {
     pub fn is_all(&self) -> bool {
         *self == Selection::default()
     }
+}
+
+/// Shard `index` of `count`: the items whose [`shard_of`] is `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// # Errors
+    /// `count` 0 or `index >= count`.
+    pub fn new(index: u32, count: u32) -> Result<Shard> {
+        if count == 0 || index >= count {
+            return Err(Error::Config(format!(
+                "shard {index}/{count} does not exist: shards are 0/N .. (N-1)/N"
+            )));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Parses `K/N`.
+    ///
+    /// # Errors
+    /// Not `K/N` with `K < N`.
+    pub fn parse(s: &str) -> Result<Shard> {
+        let (k, n) = s
+            .split_once('/')
+            .ok_or_else(|| Error::Config(format!("--shard {s:?}: write K/N, e.g. 0/4")))?;
+        let num = |x: &str| {
+            x.trim()
+                .parse::<u32>()
+                .map_err(|_| Error::Config(format!("--shard {s:?}: write K/N, e.g. 0/4")))
+        };
+        Shard::new(num(k)?, num(n)?)
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        shard_of(id, self.count) == self.index
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// The shard of an item id: FNV-1a (64 bit) of the id as text (`7` for the number 7), modulo
+/// `count`. Stable across machines, versions and input orders.
+pub fn shard_of(id: &str, count: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % u64::from(count.max(1))) as u32
 }
 
 /// Opens `path` (`-` for stdin) as a source of items.
@@ -174,10 +234,11 @@ impl ItemSource for Selected {
             if s.start.is_some_and(|st| n < st) {
                 continue;
             }
-            if s.only.is_some() || s.skip.is_some() {
+            if s.only.is_some() || s.skip.is_some() || s.shard.is_some() {
                 let id = item.id.to_string();
                 if s.only.as_ref().is_some_and(|o| !o.contains(&id))
                     || s.skip.as_ref().is_some_and(|k| k.contains(&id))
+                    || s.shard.is_some_and(|sh| !sh.contains(&id))
                 {
                     continue;
                 }

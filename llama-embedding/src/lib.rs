@@ -23,6 +23,7 @@ pub mod import;
 pub mod input;
 pub mod item;
 pub mod job;
+pub mod merge;
 pub mod model;
 pub mod npy;
 pub mod parquet_sink;
