@@ -270,3 +270,58 @@ fn killed_and_resumed_runs_leave_one_row_per_id_in_each_store() {
     let all = ids_in(&input);
     assert!(hits.iter().all(|h| all.contains(&h.0)));
 }
+
+#[test]
+fn four_shards_write_one_postgres_table_at_once() {
+    let model = tiny();
+    let Some(pg) = TempPostgres::start("stores shards") else {
+        return;
+    };
+    let dir = temp("stores-shards");
+    let input = dir.join("in.txt");
+    std::fs::write(&input, corpus(2000)).unwrap();
+    let spec = format!("{}?table=sharded", pg.url());
+    let children: Vec<_> = (0..4)
+        .map(|k| {
+            bin()
+                .args(["embed", "-q", "-m"])
+                .arg(&model)
+                .arg(&input)
+                .args([
+                    "--shard",
+                    &format!("{k}/4"),
+                    "--store",
+                    &spec,
+                    "--save-every",
+                    "128",
+                ])
+                .arg("--run-dir")
+                .arg(dir.join(format!("shard-{k}")))
+                .env("PGPASSWORD", &pg.password)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    std::env::set_var("PGPASSWORD", &pg.password);
+    let sha = llama_embedding::EmbeddingModel::load(
+        &model,
+        &llama_embedding::LoadOptions::default(),
+        true,
+    )
+    .unwrap()
+    .sha256()
+    .unwrap();
+    assert_eq!(PgStore::count(&pg.url(), "sharded", &sha).unwrap(), 2000);
+    let hits = search(
+        &spec,
+        "the quick brown fox",
+        &[],
+        &[("PGPASSWORD", &pg.password)],
+    );
+    assert_eq!(hits.len(), 10);
+}
