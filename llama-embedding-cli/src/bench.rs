@@ -250,13 +250,7 @@ fn settings(a: &BenchArgs, mean_tokens: f64) -> Result<(Vec<Setting>, Option<Set
     }
     // The library's defaults, as a reference row (what `embed` does without flags).
     if a.token_budgets.is_empty() && a.workers.is_empty() && a.threads.is_empty() {
-        let d = BatchConfig::default();
-        let default = Setting {
-            batch_size: d.batch_size,
-            token_budget: d.token_budget,
-            workers: d.workers,
-            threads: d.threads(),
-        };
+        let default = default_setting();
         if !out.contains(&default) {
             out.push(default);
             return Ok((out, Some(default)));
@@ -361,12 +355,19 @@ fn table(rows: &[Row]) -> String {
     s
 }
 
-fn is_default(s: Setting) -> bool {
+/// What `embed` runs without speed flags.
+fn default_setting() -> Setting {
     let d = BatchConfig::default();
-    s.batch_size == d.batch_size
-        && s.token_budget == d.token_budget
-        && s.workers == d.workers
-        && s.threads == d.threads()
+    Setting {
+        batch_size: d.batch_size,
+        token_budget: d.token_budget,
+        workers: d.workers,
+        threads: d.threads(),
+    }
+}
+
+fn is_default(s: Setting) -> bool {
+    s == default_setting()
 }
 
 fn csv(rows: &[Row]) -> String {

@@ -189,6 +189,14 @@ fn both_stores_return_the_exact_cosine_top_10() {
     }
 }
 
+/// The sha256 a store records for `model`.
+fn model_sha256(model: &Path) -> String {
+    llama_embedding::EmbeddingModel::load(model, &llama_embedding::LoadOptions::default(), true)
+        .unwrap()
+        .sha256()
+        .unwrap()
+}
+
 fn ids_in(input: &Path) -> HashSet<String> {
     (0..std::fs::read_to_string(input).unwrap().lines().count())
         .map(|i| i.to_string())
@@ -249,14 +257,7 @@ fn killed_and_resumed_runs_leave_one_row_per_id_in_each_store() {
     eprintln!("postgres: {kills} kills");
     assert!(kills >= 2, "too short to be killed ({kills} kills)");
     std::env::set_var("PGPASSWORD", &pg.password);
-    let sha = llama_embedding::EmbeddingModel::load(
-        &model,
-        &llama_embedding::LoadOptions::default(),
-        true,
-    )
-    .unwrap()
-    .sha256()
-    .unwrap();
+    let sha = model_sha256(&model);
     let url = pg.url();
     assert_eq!(PgStore::count(&url, "killed", &sha).unwrap(), 5000);
     // Same ids as the input, and search over the store works for the resumed run.
@@ -308,14 +309,7 @@ fn four_shards_write_one_postgres_table_at_once() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     std::env::set_var("PGPASSWORD", &pg.password);
-    let sha = llama_embedding::EmbeddingModel::load(
-        &model,
-        &llama_embedding::LoadOptions::default(),
-        true,
-    )
-    .unwrap()
-    .sha256()
-    .unwrap();
+    let sha = model_sha256(&model);
     assert_eq!(PgStore::count(&pg.url(), "sharded", &sha).unwrap(), 2000);
     let hits = search(
         &spec,
