@@ -73,6 +73,7 @@ fn end_to_end(c: &mut Criterion) {
             threads,
             pooling: model.effective_pooling(&opts).unwrap(),
             normalize: Normalize::L2,
+            align: llama_embedding::engine::TOKEN_ALIGN,
         };
         let mut ctx = EmbeddingContext::new(&model, shape).unwrap();
         b.iter(|| {

@@ -198,7 +198,8 @@ fn embed(a: EmbedArgs) -> Result<u8> {
             .with_batch_size(v.batch_size)
             .with_token_budget(v.token_budget)
             .with_window(v.window)
-            .with_sort_by_length(v.sort_by_length);
+            .with_sort_by_length(v.sort_by_length)
+            .with_token_align(v.token_align);
     } else {
         if let Some(b) = a.batch_size {
             config = config.with_batch_size(b);
@@ -210,6 +211,9 @@ fn embed(a: EmbedArgs) -> Result<u8> {
             config = config.with_window(w);
         }
         config = config.with_sort_by_length(!a.no_sort);
+        if let Some(n) = a.token_align {
+            config = config.with_token_align(n);
+        }
     }
     config = config.with_embed(embed).with_progress(!a.quiet);
     if let Some(w) = a.workers {

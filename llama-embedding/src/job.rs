@@ -33,6 +33,13 @@ pub struct VectorSettings {
     pub token_budget: usize,
     pub window: usize,
     pub sort_by_length: bool,
+    /// Sequence alignment in a batch (runs before it existed used 8).
+    #[serde(default = "default_align")]
+    pub token_align: usize,
+}
+
+fn default_align() -> usize {
+    crate::engine::TOKEN_ALIGN
 }
 
 /// The run's `metadata.json`.
@@ -141,6 +148,7 @@ fn vector_settings(model: &EmbeddingModel, config: &BatchConfig) -> Result<Vecto
         token_budget: config.token_budget,
         window: config.window,
         sort_by_length: config.sort_by_length,
+        token_align: config.token_align,
     })
 }
 

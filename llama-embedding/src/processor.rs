@@ -81,6 +81,9 @@ pub struct BatchConfig {
     pub skip_blank_lines: bool,
     /// Carry each item's text to the results (for stores that keep it). Default false.
     pub keep_text: bool,
+    /// Token alignment of sequences in a batch (8 default; 16: byte-identical vectors across
+    /// batch compositions also for rare long texts, ~20% slower). See specification/embedding.md.
+    pub token_align: usize,
 }
 
 impl Default for BatchConfig {
@@ -100,6 +103,7 @@ impl Default for BatchConfig {
             embed: EmbedOptions::default(),
             skip_blank_lines: false,
             keep_text: false,
+            token_align: crate::engine::TOKEN_ALIGN,
         }
     }
 }
@@ -133,6 +137,7 @@ impl BatchConfig {
         with_embed: embed: EmbedOptions,
         with_skip_blank_lines: skip_blank_lines: bool,
         with_keep_text: keep_text: bool,
+        with_token_align: token_align: usize,
     }
 
     pub fn with_threads_per_worker(mut self, n: usize) -> Self {
@@ -188,6 +193,12 @@ impl BatchConfig {
         }
         if self.token_budget == 0 {
             return bad("the token budget must be at least 1 token".into());
+        }
+        if !crate::engine::valid_align(self.token_align) {
+            return bad(format!(
+                "token alignment must be 8, 16, 32 or 64, not {}",
+                self.token_align
+            ));
         }
         if self.workers == 0 || self.workers > 64 {
             return bad(format!(
@@ -417,6 +428,8 @@ struct Prepared {
     index: u64,
     id: ItemId,
     tokens: Vec<LlamaToken>,
+    /// Tokens it takes in a batch, alignment padding included.
+    aligned: usize,
     truncated: bool,
     n_chars: usize,
     extra: Option<serde_json::Map<String, serde_json::Value>>,
@@ -426,7 +439,7 @@ struct Prepared {
 
 impl Packable for Prepared {
     fn n_tokens(&self) -> usize {
-        crate::engine::aligned_len(self.tokens.len())
+        self.aligned
     }
     fn index(&self) -> u64 {
         self.index
@@ -545,6 +558,7 @@ impl Run {
             threads: config.threads_for(workers),
             pooling,
             normalize: embed.normalize,
+            align: config.token_align,
         };
         let window = config.window;
         let max_ahead = 2 * window as u64 + config.batch_size as u64;
@@ -604,6 +618,7 @@ impl Run {
             };
             let sort = config.sort_by_length;
             let keep_text = config.keep_text;
+            let align = config.token_align;
             threads.push(spawn(
                 "llama-embed-tokenizer",
                 Box::new(move || {
@@ -643,6 +658,7 @@ impl Run {
                                 let ready = batcher.push(Prepared {
                                     index,
                                     id: item.id,
+                                    aligned: crate::engine::aligned_len_to(tk.tokens.len(), align),
                                     tokens: tk.tokens,
                                     truncated: tk.truncated,
                                     n_chars,

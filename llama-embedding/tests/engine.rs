@@ -163,6 +163,7 @@ fn engine_rejects_batches_llama_cpp_would_abort_on() {
         threads: 1,
         pooling: Pooling::Mean,
         normalize: Normalize::L2,
+        align: llama_embedding::engine::TOKEN_ALIGN,
     };
     let mut ctx = EmbeddingContext::new(&model, shape.clone()).unwrap();
     let t = |ids: &[i32]| {

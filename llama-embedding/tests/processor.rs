@@ -191,6 +191,10 @@ fn configuration_is_validated_with_clear_messages() {
             "workers must be between 1 and 64",
         ),
         (
+            BatchConfig::default().with_token_align(12),
+            "token alignment must be 8, 16, 32 or 64, not 12",
+        ),
+        (
             BatchConfig::default().with_error_threshold(0),
             "error threshold must be at least 1",
         ),

@@ -137,34 +137,3 @@ pub fn run_with_kills(
         assert!(kills < 200, "no progress after 200 kills");
     }
 }
-
-/// Two JSONL outputs hold the same ids in the same order and the same vectors, allowing the
-/// ~1-ulp differences a different batch composition can give a long text (see
-/// specification/embedding.md); every other field must match exactly. Returns how many rows
-/// are byte-identical.
-pub fn assert_same_rows(a: &Path, b: &Path) -> usize {
-    let ta = std::fs::read_to_string(a).unwrap();
-    let tb = std::fs::read_to_string(b).unwrap();
-    let (la, lb): (Vec<&str>, Vec<&str>) = (ta.lines().collect(), tb.lines().collect());
-    assert_eq!(la.len(), lb.len(), "row counts differ");
-    let mut identical = 0;
-    for (x, y) in la.iter().zip(&lb) {
-        if x == y {
-            identical += 1;
-            continue;
-        }
-        let mut vx: serde_json::Value = serde_json::from_str(x).unwrap();
-        let mut vy: serde_json::Value = serde_json::from_str(y).unwrap();
-        let (ex, ey) = (vector(&vx), vector(&vy));
-        let d = ex
-            .iter()
-            .zip(&ey)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
-        assert!(d <= 1e-6, "id {}: vectors differ by {d}", vx["id"]);
-        vx["embedding"] = serde_json::Value::Null;
-        vy["embedding"] = serde_json::Value::Null;
-        assert_eq!(vx, vy, "rows differ beyond the vector");
-    }
-    identical
-}
