@@ -86,6 +86,7 @@ pub enum ItemErrorKind {
     /// The input record could not be parsed (JSON, CSV, missing field).
     Parse,
     /// The text contains a NUL byte, which llama.cpp's tokenizer cannot take.
+    #[serde(rename = "nul_byte", alias = "nul")]
     Nul,
     /// The engine failed on this item's batch.
     Engine,
