@@ -570,8 +570,8 @@ fn model(cmd: ModelCommand) -> Result<u8> {
 }
 
 fn search(a: SearchArgs) -> Result<u8> {
-    if a.k == 0 {
-        return usage("-k must be at least 1");
+    if a.k == 0 || a.k > 4096 {
+        return usage("-k must be between 1 and 4096 (sqlite-vec's limit for one search)");
     }
     let dir = Path::new(&a.store);
     let spec = if dir.join(llama_embedding::rundir::METADATA).is_file() {

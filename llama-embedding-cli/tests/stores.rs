@@ -319,3 +319,19 @@ fn four_shards_write_one_postgres_table_at_once() {
     );
     assert_eq!(hits.len(), 10);
 }
+
+#[test]
+fn search_refuses_bad_arguments_before_any_work() {
+    for k in ["0", "5000"] {
+        let o = run(bin().args(["search", "sqlite:/nonexistent/s.db", "q", "-k", k]));
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("between 1 and 4096"), "{}", stderr(&o));
+    }
+    let o = run(bin().args(["search", "sqlite:/nonexistent/s.db", "q"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    let o = run(bin().args(["search", "postgres://me@127.0.0.1:1/db", "q"]));
+    assert!(stderr(&o).contains("table=NAME"), "{}", stderr(&o));
+    let o = run(bin().args(["search", "postgres://me@h/db?table=a;drop", "q"]));
+    assert!(stderr(&o).contains("not allowed"), "{}", stderr(&o));
+}
