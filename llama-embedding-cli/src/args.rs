@@ -51,6 +51,104 @@ pub enum Command {
     /// Obtain, import or describe models.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Versions of named runs (embed --run-name): list, label, rerun, compare, reset.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    /// The versions of a run (all runs without NAME). Hides draft and deprecated
+    /// versions unless --all or --status.
+    List {
+        name: Option<String>,
+        /// Every version, whatever its label.
+        #[arg(long, conflicts_with = "status")]
+        all: bool,
+        /// Only versions with these labels.
+        #[arg(long, num_args = 1..)]
+        status: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        root: RunsRoot,
+    },
+    /// Set a version's status label: draft, alpha, beta, rc, final, deprecated or a word of yours.
+    Label {
+        name: String,
+        version: String,
+        label: String,
+        #[command(flatten)]
+        root: RunsRoot,
+    },
+    /// Re-embed some items of a version (default: latest) into a new version whose output is
+    /// the base's with those items replaced. Without IDS: the base's failed items and those
+    /// marked by `runs reset`. Vector flags (--model, --prefix, …) change the rerun items'
+    /// settings; the rest come from the base.
+    Rerun(Box<RerunArgs>),
+    /// Compare two versions: metadata side by side, items in both / only in one, cosine
+    /// between the vectors of each item in both.
+    Compare {
+        name: String,
+        a: String,
+        b: String,
+        /// Also list the most-changed items with their texts.
+        #[arg(long)]
+        detail: bool,
+        /// How many items --detail lists.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        root: RunsRoot,
+    },
+    /// Mark items of a version (default: latest) for redoing by `runs rerun NAME`.
+    Reset {
+        name: String,
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[arg(long, default_value = "latest")]
+        version: String,
+        #[command(flatten)]
+        root: RunsRoot,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunsRoot {
+    /// Folder of named runs (default: LLAMA_EMBED_RUNS_DIR, else ./runs).
+    #[arg(long, value_name = "DIR")]
+    pub runs_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct RerunArgs {
+    pub name: String,
+    /// Item ids (comma- or space-separated, or @FILE with one id a line).
+    pub ids: Vec<String>,
+    /// The version to start from (default: latest).
+    #[arg(long)]
+    pub base: Option<String>,
+    /// Notes for the new version.
+    #[arg(long, alias = "notes")]
+    pub note: Option<String>,
+    /// Status label of the new version (default draft).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Finish an interrupted rerun version (e.g. v3) instead of starting a new one.
+    #[arg(long, value_name = "VERSION", conflicts_with_all = ["ids", "base"])]
+    pub r#continue: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long)]
+    pub workers: Option<usize>,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub root: RunsRoot,
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,6 +271,19 @@ pub struct EmbedArgs {
     /// Continue the run in this directory exactly where its last checkpoint left it.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "run_dir")]
     pub resume: Option<PathBuf>,
+
+    /// Make the run a version of a named run: RUNS_DIR/NAME/vN (N = next free), with
+    /// RUNS_DIR/NAME/latest pointing at the newest completed one. See `llama-embed runs`.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["run_dir", "resume", "retry_failed", "shard"])]
+    pub run_name: Option<String>,
+    /// Notes kept in the version's metadata (with --run-name).
+    #[arg(long, requires = "run_name")]
+    pub notes: Option<String>,
+    /// Status label of the version (default draft): alpha, beta, rc, final, deprecated or a word.
+    #[arg(long, requires = "run_name")]
+    pub label: Option<String>,
+    #[command(flatten)]
+    pub runs_root: RunsRoot,
 
     /// Re-embed only the failed items of this run (same input, settings and output format)
     /// into a new run directory (default RUN_DIR/retry-N).

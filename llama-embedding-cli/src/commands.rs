@@ -14,6 +14,7 @@ use llama_embedding::{BatchConfig, EmbedOptions, EmbeddingModel, ErrorStrategy, 
 
 use crate::args::{Cli, Command, EmbedArgs, ModelArgs, ModelCommand, SearchArgs};
 use llama_embedding::store::{self, StoreSpec};
+use llama_embedding::versions::{self, VersionInfo};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ITEMS_FAILED: u8 = 3;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Errors { run_dir, json } => errors(&run_dir, json),
         Command::Model(m) => model(m),
         Command::Search(a) => search(a),
+        Command::Runs(r) => crate::runs::runs(r),
         Command::Merge {
             run_dirs,
             output,
@@ -41,14 +43,22 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-fn usage(msg: impl std::fmt::Display) -> Result<u8> {
+pub fn usage(msg: impl std::fmt::Display) -> Result<u8> {
     eprintln!("llama-embed: {msg}");
     Ok(EXIT_USAGE)
 }
 
 /// Vector settings from flags; `None` fields keep the defaults.
 fn embed_options(m: &ModelArgs) -> Result<EmbedOptions> {
-    let mut o = EmbedOptions::default().with_truncate(!m.no_truncate);
+    embed_options_over(EmbedOptions::default().with_truncate(!m.no_truncate), m)
+}
+
+/// `base` with the vector flags that were given applied.
+pub fn embed_options_over(base: EmbedOptions, m: &ModelArgs) -> Result<EmbedOptions> {
+    let mut o = base;
+    if m.no_truncate {
+        o = o.with_truncate(false);
+    }
     if let Some(p) = &m.pooling {
         o = o.with_pooling(p.parse().map_err(anyhow::Error::msg)?);
     }
@@ -64,7 +74,7 @@ fn embed_options(m: &ModelArgs) -> Result<EmbedOptions> {
     Ok(o)
 }
 
-fn load_model(
+pub fn load_model(
     spec: Option<&str>,
     m: &ModelArgs,
     obtain: bool,
@@ -138,6 +148,22 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         Some((s, src)) => (Some(s), Some(src)),
         None => (None, None),
     };
+    if let Some(name) = &a.run_name {
+        versions::check_name(name)?;
+        if let Some(l) = &a.label {
+            versions::check_label(l)?;
+        }
+        if let Some(src) = &shard_source {
+            return usage(format!(
+                "--run-name makes one version per run; this is a shard ({src}): use --run-dir per shard and `merge`"
+            ));
+        }
+        if input == "-" {
+            eprintln!(
+                "llama-embed: note: a version made from stdin cannot be rerun (its input is gone)"
+            );
+        }
+    }
     let mut selection = Selection {
         start: a.start,
         end: a.end,
@@ -232,6 +258,22 @@ fn embed(a: EmbedArgs) -> Result<u8> {
     }
     config.validate()?;
 
+    let mut version = None;
+    if let Some(name) = &a.run_name {
+        let root = versions::runs_root(a.runs_root.runs_dir.as_deref());
+        let (n, dir) = versions::create_version_dir(&root, name)?;
+        version = Some(VersionInfo {
+            name: name.clone(),
+            version: format!("v{n}"),
+            mode: "initial".into(),
+            base_version: None,
+            label: a.label.clone().unwrap_or_else(|| "draft".into()),
+            notes: a.notes.clone(),
+            duration_seconds: 0.0,
+            rerun_items: None,
+        });
+        retry_dir = Some(dir);
+    }
     let run_dir = a
         .resume
         .clone()
@@ -332,6 +374,7 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         save_every: a.save_every,
         save_interval: Duration::from_secs(5),
         total,
+        version: version.clone(),
     };
     let report = job::run_job(
         job,
@@ -350,6 +393,7 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         "resumed_over": report.resumed_over,
         "shard": shard.map(|s| s.to_string()),
         "shard_source": shard_source,
+        "version": version.as_ref().map(|v| format!("{}/{}", v.name, v.version)),
         "model": model.path(),
         "stats": s,
         "message": report.message,
@@ -367,6 +411,9 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         eprintln!("resumed over: {} items already done", report.resumed_over);
         if let (Some(s), Some(src)) = (shard, &shard_source) {
             eprintln!("shard:      {s} ({src})");
+        }
+        if let Some(v) = &version {
+            eprintln!("version:    {} {} ({})", v.name, v.version, v.label);
         }
         eprintln!("{}", s.summary());
         eprintln!("model:      {}", model.path().display());
@@ -455,6 +502,24 @@ fn status(dir: &Path, json: bool) -> Result<u8> {
     if let Some(s) = &st.store {
         println!("store:        {s}");
     }
+    if let Some(c) = &st.items {
+        println!(
+            "items.db:     {} done, {} failed, {} marked for redoing",
+            c.done, c.failed, c.pending
+        );
+    }
+    if let Some(v) = &st.version {
+        println!(
+            "version:      {} {} ({}, {}{})",
+            v.name,
+            v.version,
+            v.label,
+            v.mode,
+            v.base_version
+                .as_ref()
+                .map_or_else(String::new, |b| format!(" of {b}"))
+        );
+    }
     if let Some(n) = st.note {
         println!("note:         {n}");
     }
@@ -464,16 +529,31 @@ fn status(dir: &Path, json: bool) -> Result<u8> {
 fn errors(dir: &Path, json: bool) -> Result<u8> {
     job::load_metadata(dir)?;
     let text = covered_errors(dir)?;
+    let covered = llama_embedding::rundir::load_checkpoint(dir)?
+        .0
+        .map_or(0, |c| c.items_done);
+    // Attempts per item from items.db (runs made before it existed have none).
+    let attempts: std::collections::HashMap<String, u32> =
+        llama_embedding::items::rows(dir, covered, &[llama_embedding::items::ItemState::Failed])?
+            .into_iter()
+            .map(|r| (r.id, r.attempts))
+            .collect();
     for line in text.lines() {
+        let mut v: serde_json::Value = serde_json::from_str(line)?;
+        let id: llama_embedding::ItemId = serde_json::from_value(v["id"].clone())?;
+        let tries = attempts.get(&id.to_string()).copied();
         if json {
-            println!("{line}");
+            if let Some(n) = tries {
+                v["attempts"] = n.into();
+            }
+            println!("{}", serde_json::to_string(&v)?);
         } else {
-            let v: serde_json::Value = serde_json::from_str(line)?;
             let at = v
                 .get("line")
                 .map_or_else(String::new, |l| format!(" (line {l})"));
+            let tries = tries.map_or_else(String::new, |n| format!(", {n} attempt(s)"));
             println!(
-                "{}{at}: {} [{}]",
+                "{}{at}: {} [{}{tries}]",
                 v["id"],
                 v["error"].as_str().unwrap_or_default(),
                 v["error_type"].as_str().unwrap_or_default()

@@ -7,6 +7,7 @@ mod bench;
 mod chart;
 mod commands;
 mod progress;
+mod runs;
 
 use std::process::ExitCode;
 

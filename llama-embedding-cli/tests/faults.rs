@@ -240,6 +240,9 @@ fn hostile_jsonl_records_and_ids_stay_data() {
             "checkpoint.json",
             "checkpoint.prev.json",
             "errors.jsonl",
+            "items.db",
+            "items.db-wal",
+            "items.db-shm",
             "lock",
             "metadata.json",
             "output.jsonl"
@@ -247,6 +250,9 @@ fn hostile_jsonl_records_and_ids_stay_data() {
         .contains(&n.as_str())),
         "{inside:?}"
     );
+    // In items.db the ids are data too (bound parameters, never SQL text).
+    let escape = llama_embedding::items::find(&run_dir, "../../escape").unwrap();
+    assert!(escape.is_some(), "the path-like id is a row of items.db");
 }
 
 /// At least 20 kill -9s in one run, each followed by `--resume`: the output converges to the
@@ -288,5 +294,23 @@ fn twenty_kills_or_more_then_resume_gives_identical_output() {
     assert!(
         std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
         "output differs after {kills} kills"
+    );
+    // items.db agrees: every item done once in the final state, none left pending, and the
+    // same (seq, id, state) rows as the uninterrupted run.
+    let rows = |d: &std::path::Path| {
+        llama_embedding::items::rows(d, u64::MAX >> 1, &[])
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.seq, r.id, r.state))
+            .collect::<Vec<_>>()
+    };
+    let (killed, whole) = (rows(&dir.join("run")), rows(&dir.join("ref")));
+    assert_eq!(killed.len(), 20_000);
+    assert!(killed == whole, "items.db differs after {kills} kills");
+    let st = run(bin().args(["status", "--json"]).arg(dir.join("run")));
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(
+        st["items"],
+        serde_json::json!({"done": 20_000, "failed": 0, "pending": 0})
     );
 }

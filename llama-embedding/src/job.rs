@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::input::{open_input, InputSpec, Selection};
 use crate::item::{EmbeddingResult, ItemOutcome, SourceItem};
+use crate::items::{ItemRow, ItemsDb};
 use crate::model::{EmbedOptions, EmbeddingModel, ModelFacts};
 use crate::processor::{BatchConfig, BatchProcessor, ErrorStrategy};
 use crate::reader::ItemSource;
@@ -19,6 +20,7 @@ use crate::rundir::{self, Checkpoint, RunLock};
 use crate::sink::{open_sink, Dtype, ErrorFile, MultiSink, OutputFormat, Sink};
 use crate::stats::{BatchStats, ProgressInfo};
 use crate::store::{StoreModel, StoreSpec};
+use crate::versions::VersionInfo;
 
 /// Everything that determines the vectors and their order. A resumed run must match it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +83,9 @@ pub struct Metadata {
     pub resumes: u32,
     pub stats: BatchStats,
     pub message: Option<String>,
+    /// Set for the versions of a named run (`--run-name`).
+    #[serde(default)]
+    pub version: Option<VersionInfo>,
 }
 
 fn yes() -> bool {
@@ -109,6 +114,8 @@ pub struct EmbedJob {
     /// ... or after this much time.
     pub save_interval: Duration,
     pub total: Option<u64>,
+    /// Version information of a named run (fresh runs; a resume keeps the stored one).
+    pub version: Option<VersionInfo>,
 }
 
 /// How a job ended.
@@ -247,6 +254,7 @@ pub fn run_job(
     progress: Option<crate::stats::ProgressCallback>,
     stop: Arc<AtomicBool>,
 ) -> Result<JobReport> {
+    let segment_start = Instant::now();
     let dir = job.run_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let _lock = RunLock::acquire(&dir)?;
@@ -322,6 +330,7 @@ pub fn run_job(
             resumes: 0,
             stats: BatchStats::default(),
             message: None,
+            version: job.version.clone(),
         };
         rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
         (meta, None)
@@ -330,6 +339,9 @@ pub fn run_job(
     let (input, input_spec, selection, format, dtype, output_file) = if resume {
         meta.resumes += 1;
         meta.status = "running".into();
+        if let Some(v) = meta.version.as_mut().filter(|v| v.mode == "initial") {
+            v.mode = "resume".into();
+        }
         (
             meta.input.clone(),
             meta.input_spec.clone(),
@@ -415,6 +427,10 @@ pub fn run_job(
         .map_err(io(&dir.join(rundir::ERRORS)))?;
     let before = checkpoint.clone().unwrap_or_default();
     let start = before.items_done;
+    // Per-item states: rows a kill left past the checkpoint are redone.
+    let mut items_db = ItemsDb::open(&dir)?;
+    items_db.reconcile(start)?;
+    let mut item_rows: Vec<ItemRow> = Vec::new();
     // Make the empty (or truncated-to-checkpoint) state durable before any new work.
     let mut last = Checkpoint {
         items_done: start,
@@ -452,9 +468,12 @@ pub fn run_job(
     let mut items_since_save = 0u64;
     let mut end = JobEnd::Completed;
     let mut fatal: Option<Error> = None;
+    // Outputs durable, then the item states, then the checkpoint that covers both.
     let checkpoint_now = |sink: &mut Box<dyn Sink>,
                           errors: &mut ErrorFile,
                           pending: &mut Vec<EmbeddingResult>,
+                          db: &mut ItemsDb,
+                          rows: &mut Vec<ItemRow>,
                           done: u64,
                           stats: &BatchStats|
      -> Result<Checkpoint> {
@@ -467,11 +486,16 @@ pub fn run_job(
             stats: stats.clone(),
             written_at: rundir::now(),
         };
+        db.record(rows)?;
+        rows.clear();
         rundir::save_checkpoint(&dir, &c)?;
         Ok(c)
     };
     loop {
         let Some(outcome) = run.next() else { break };
+        if let Ok(o) = &outcome {
+            item_rows.push(ItemRow::of(o));
+        }
         match outcome {
             Ok(ItemOutcome::Embedded(r)) => {
                 pending.push(r);
@@ -498,7 +522,15 @@ pub fn run_job(
                 });
             if due || stopping {
                 let stats = merged(&before.stats, run.stats());
-                last = checkpoint_now(&mut sink, &mut errors, &mut pending, done, &stats)?;
+                last = checkpoint_now(
+                    &mut sink,
+                    &mut errors,
+                    &mut pending,
+                    &mut items_db,
+                    &mut item_rows,
+                    done,
+                    &stats,
+                )?;
                 since_save = Instant::now();
                 items_since_save = 0;
                 meta.updated_at = rundir::now();
@@ -534,13 +566,29 @@ pub fn run_job(
         sink.write_batch(&pending).map_err(io(&dir))?;
         pending.clear();
         sink.finish(&stats.to_json()).map_err(io(&dir))?;
-        last = checkpoint_now(&mut sink, &mut errors, &mut pending, done, &stats)?;
+        last = checkpoint_now(
+            &mut sink,
+            &mut errors,
+            &mut pending,
+            &mut items_db,
+            &mut item_rows,
+            done,
+            &stats,
+        )?;
         sink.cleanup().map_err(io(&dir))?;
         meta.status = "completed".into();
         meta.finished_at = Some(rundir::now());
     } else if end == JobEnd::StoppedByErrors {
         // Everything up to the failure is consistent (in order): keep it.
-        last = checkpoint_now(&mut sink, &mut errors, &mut pending, done, &stats)?;
+        last = checkpoint_now(
+            &mut sink,
+            &mut errors,
+            &mut pending,
+            &mut items_db,
+            &mut item_rows,
+            done,
+            &stats,
+        )?;
         meta.status = "stopped".into();
     } else {
         meta.status = "stopped".into();
@@ -552,7 +600,13 @@ pub fn run_job(
         stats.clone()
     };
     meta.message = message.clone();
+    if let Some(v) = meta.version.as_mut() {
+        v.duration_seconds += segment_start.elapsed().as_secs_f64();
+    }
     rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
+    if meta.version.is_some() && meta.status == "completed" {
+        crate::versions::point_latest(&dir)?;
+    }
     Ok(JobReport {
         end,
         stats: meta.stats.clone(),
@@ -586,6 +640,9 @@ pub struct RunStatus {
     pub output: Option<PathBuf>,
     pub store: Option<String>,
     pub errors: PathBuf,
+    /// Per-item states the checkpoint covers (`items.db`; absent for older runs).
+    pub items: Option<crate::items::ItemCounts>,
+    pub version: Option<VersionInfo>,
     pub note: Option<String>,
 }
 
@@ -627,6 +684,8 @@ pub fn run_status(dir: &Path) -> Result<RunStatus> {
         output: meta.file_output.then(|| PathBuf::from(&meta.output_file)),
         store: meta.store.as_ref().map(StoreSpec::display),
         errors: dir.join(rundir::ERRORS),
+        items: crate::items::counts(dir, cp.items_done)?,
+        version: meta.version.clone(),
         note,
     })
 }

@@ -22,6 +22,7 @@ pub mod gguf;
 pub mod import;
 pub mod input;
 pub mod item;
+pub mod items;
 pub mod job;
 pub mod merge;
 pub mod model;
@@ -34,6 +35,7 @@ pub mod rundir;
 pub mod sink;
 pub mod stats;
 pub mod store;
+pub mod versions;
 
 pub use error::{Error, ItemError, ItemErrorKind, Result};
 pub use item::{EmbeddingResult, ItemFailure, ItemId, ItemOutcome, Position, SourceItem};
