@@ -96,13 +96,15 @@ fn every_output_format_round_trips_the_same_vectors() {
     std::fs::write(dir.join("in.txt"), corpus(120)).unwrap();
     let mut vectors = Vec::new();
     for fmt in ["jsonl", "json", "csv", "npy", "parquet"] {
-        let out = dir.join(format!("out.{fmt}"));
-        let o = run(&mut embed_args(
+        // The format named by --format (the file name says nothing).
+        let out = dir.join(format!("out-{fmt}.vectors"));
+        let o = run(embed_args(
             &model,
             &dir.join("in.txt"),
             &out,
             &dir.join(format!("run-{fmt}")),
-        ));
+        )
+        .args(["--format", fmt]));
         assert!(o.status.success(), "{fmt}: {}", stderr(&o));
         let v: Vec<Vec<f32>> = match fmt {
             "jsonl" => jsonl(&out).iter().map(vector).collect(),
@@ -132,7 +134,7 @@ fn every_output_format_round_trips_the_same_vectors() {
                     .collect()
             }
             "npy" => {
-                let ids = std::fs::read_to_string(dir.join("out.ids.jsonl")).unwrap();
+                let ids = std::fs::read_to_string(dir.join("out-npy.vectors.ids.jsonl")).unwrap();
                 assert_eq!(ids.lines().next(), Some("0"));
                 assert_eq!(ids.lines().count(), 120);
                 read_npy_f32(&out)
@@ -141,7 +143,7 @@ fn every_output_format_round_trips_the_same_vectors() {
                 let (ids, v) = llama_embedding::parquet_sink::read_parquet(&out).unwrap();
                 assert_eq!(ids.first().map(String::as_str), Some("0"));
                 assert!(
-                    !dir.join("out.parquet.parts").exists(),
+                    !dir.join("out-parquet.vectors.parts").exists(),
                     "parts are removed at the end"
                 );
                 v

@@ -103,6 +103,82 @@ fn disk_full_is_a_clear_error_and_the_run_resumes_identically_after_space_is_fre
     );
 }
 
+/// The disk holding the run directory (checkpoints, metadata, items.db) fills up while the
+/// output, elsewhere, still has room: the checkpoint step fails with one clear line, the last
+/// good checkpoint stands, and after space is freed the resume gives the uninterrupted output
+/// and an items.db with every item done once.
+#[test]
+fn disk_full_while_checkpointing_keeps_the_last_checkpoint_and_resumes_identically() {
+    let model = tiny();
+    let dir = temp("diskfull-cp");
+    let input = dir.join("in.txt");
+    let n = 6000u64;
+    std::fs::write(&input, corpus(n as usize)).unwrap();
+    let extra = ["--save-every", "64", "--window", "64"];
+    let reference = dir.join("ref.jsonl");
+    let o = run(bin()
+        .args(["embed", "-q", "-m"])
+        .arg(&model)
+        .arg(&input)
+        .arg("-o")
+        .arg(&reference)
+        .arg("--run-dir")
+        .arg(dir.join("ref"))
+        .args(extra));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // 160 KiB for the run directory: items.db and its WAL outgrow it part way.
+    let Some(fs) = Tmpfs::mount(&dir.join("small"), "160k") else {
+        return;
+    };
+    let run_dir = fs.0.join("run");
+    let out = dir.join("out.jsonl");
+    let o = run(bin()
+        .args(["embed", "-q", "-m"])
+        .arg(&model)
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(extra));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("No space left on device") || err.contains("disk is full"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+
+    // The last good checkpoint: a prefix of the reference, and items.db agrees with it.
+    let st = llama_embedding::job::run_status(&run_dir).unwrap();
+    assert!(st.done > 0 && st.done < n, "{} done", st.done);
+    assert_eq!(st.items.unwrap().done, st.done);
+    let (cp, _) = llama_embedding::rundir::load_checkpoint(&run_dir).unwrap();
+    let covered = cp.unwrap().output.files[0].1 as usize;
+    let reference_bytes = std::fs::read(&reference).unwrap();
+    assert_eq!(
+        &std::fs::read(&out).unwrap()[..covered],
+        &reference_bytes[..covered]
+    );
+
+    fs.resize("64m");
+    let o = run(bin().args(["embed", "-q", "--resume"]).arg(&run_dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read(&out).unwrap() == reference_bytes,
+        "resumed output differs"
+    );
+    let st = llama_embedding::job::run_status(&run_dir).unwrap();
+    assert_eq!(st.items.unwrap().done, n);
+    assert_eq!(
+        llama_embedding::items::rows(&run_dir, n, &[])
+            .unwrap()
+            .len() as u64,
+        n
+    );
+}
+
 /// Hostile and broken text input: every bad line is one error record naming its line and why,
 /// the good lines around it are embedded, and a 100 MB line does not make the process hold it.
 #[test]

@@ -32,11 +32,11 @@ pub enum Error {
         tokens: usize,
         reason: String,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// In the message (not a `source`: chained printing would repeat it).
+        error: std::io::Error,
     },
     #[error(transparent)]
     Import(#[from] crate::import::ImportError),
@@ -65,7 +65,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

@@ -21,11 +21,11 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// Why a file is not a usable GGUF.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        /// In the message (not a `source`: chained printing would repeat it).
+        error: io::Error,
     },
     #[error(
         "{path} is not a GGUF file (it starts with {found:?}, a GGUF file starts with \"GGUF\")"
@@ -257,9 +257,9 @@ impl GgufFile {
     /// [`GgufError`] naming the path and what is wrong: not GGUF, unsupported version,
     /// truncated, or a table that does not fit the file.
     pub fn read(path: &Path) -> Result<Self, GgufError> {
-        let io_err = |source| GgufError::Io {
+        let io_err = |error| GgufError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let file = File::open(path).map_err(io_err)?;
         let file_len = file.metadata().map_err(io_err)?.len();

@@ -16,11 +16,11 @@ use crate::gguf::{GgufWriter, Value, GGML_TYPE_F16, GGML_TYPE_F32};
 /// Why an import failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// In the message (not a `source`: chained printing would repeat it).
+        error: std::io::Error,
     },
     #[error("{path}: {what}")]
     Invalid { path: PathBuf, what: String },
@@ -59,9 +59,9 @@ pub struct ImportReport {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
-    move |source| ImportError::Io {
+    move |error| ImportError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

@@ -184,6 +184,19 @@ pub fn open_input(
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         Box::new(std::io::BufReader::with_capacity(1 << 16, f))
     };
+    open_reader(reader, path, spec, selection)
+}
+
+/// [`open_input`] over any reader (`name` is used in messages). The fuzz targets enter here.
+///
+/// # Errors
+/// A CSV without the needed columns, a JSON document that is not an array.
+pub fn open_reader(
+    reader: Box<dyn BufRead + Send>,
+    path: &str,
+    spec: &InputSpec,
+    selection: &Selection,
+) -> Result<Box<dyn ItemSource>> {
     let inner: Box<dyn ItemSource> = match spec.format {
         InputFormat::Text => Box::new(TextLines::new(
             reader,
@@ -496,9 +509,57 @@ impl ItemSource for JsonArraySource {
     }
 }
 
+/// Counts newlines as the CSV parser reads, so that records get their true line and byte
+/// offset: the csv crate's own position points at the `\n` of a CRLF line end and its line
+/// count lags one behind after one (found by fuzzing `csv_reader`; regression in
+/// `fuzz/regressions/csv_reader/`).
+struct LineCounter<R> {
+    inner: R,
+    read: u64,
+    /// Offsets of the newlines read and not yet passed by a record start.
+    newlines: std::collections::VecDeque<u64>,
+    /// Newlines before those.
+    before: u64,
+}
+
+impl<R: Read> Read for LineCounter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' {
+                self.newlines.push_back(self.read + i as u64);
+            }
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R> LineCounter<R> {
+    /// The true position of a record the parser says starts at `byte`.
+    fn locate(&mut self, byte: u64) -> Position {
+        while self.newlines.front().is_some_and(|&o| o < byte) {
+            self.newlines.pop_front();
+            self.before += 1;
+        }
+        let byte = if self.newlines.front() == Some(&byte) {
+            // The rest of a CRLF: the record starts after it.
+            self.newlines.pop_front();
+            self.before += 1;
+            byte + 1
+        } else {
+            byte
+        };
+        Position {
+            line: self.before + 1,
+            byte,
+        }
+    }
+}
+
 /// CSV/TSV with a header row; columns are named by `--text-field` / `--id-field`.
 struct CsvSource {
-    reader: csv::Reader<Box<dyn BufRead + Send>>,
+    reader: csv::Reader<LineCounter<Box<dyn BufRead + Send>>>,
     headers: Vec<String>,
     spec: InputSpec,
     n: u64,
@@ -515,7 +576,12 @@ impl CsvSource {
                 b','
             })
             .flexible(true)
-            .from_reader(reader);
+            .from_reader(LineCounter {
+                inner: reader,
+                read: 0,
+                newlines: std::collections::VecDeque::new(),
+                before: 0,
+            });
         let headers: Vec<String> = reader
             .headers()
             .map_err(|e| Error::Config(format!("{path}: cannot read the CSV header: {e}")))?
@@ -578,10 +644,10 @@ impl ItemSource for CsvSource {
         }
         let n = self.n;
         self.n += 1;
-        let pos = self.record.position().map(|p| Position {
-            line: p.line(),
-            byte: p.byte(),
-        });
+        let pos = self
+            .record
+            .position()
+            .map(|p| self.reader.get_mut().locate(p.byte()));
         if self.record.len() != self.headers.len() {
             return Some(SourceItem {
                 id: ItemId::Num(n),
@@ -723,6 +789,26 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn csv_positions_are_right_after_crlf_and_multi_line_fields() {
+        let input = b"text,id\r\na,1\r\nb,2\n\"multi\nline\",3\r\nc,4";
+        let p = write("crlf.csv", input);
+        let spec = InputSpec {
+            format: InputFormat::Csv,
+            ..Default::default()
+        };
+        let v = collect(&mut *open_input(&p, &spec, &Selection::default()).unwrap());
+        let got: Vec<(u64, u64)> = v
+            .iter()
+            .map(|i| (i.position.unwrap().line, i.position.unwrap().byte))
+            .collect();
+        // Lines 2, 3, 4 (two lines long) and 6; each byte offset is the record's first byte.
+        assert_eq!(got, vec![(2, 9), (3, 14), (4, 18), (6, 34)]);
+        for (line, byte) in got {
+            assert_ne!(input[byte as usize], b'\n', "line {line}");
+        }
     }
 
     #[test]

@@ -95,8 +95,9 @@ pub struct ItemCounts {
     pub pending: u64,
 }
 
+/// SQLite errors are I/O errors of the database file (a full disk among them).
 fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |e| Error::Config(format!("{}: {e}", path.display()))
+    move |e| Error::io(path, std::io::Error::other(e.to_string()))
 }
 
 /// The writable database of a run.

@@ -13,32 +13,47 @@
 //! # Ok::<(), llama_embedding::Error>(())
 //! ```
 
+#[cfg(feature = "engine")]
 pub mod batcher;
+#[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;
+#[cfg(feature = "engine")]
 #[doc(hidden)]
 pub mod fixtures;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gguf;
 pub mod import;
 pub mod input;
 pub mod item;
 pub mod items;
+#[cfg(feature = "engine")]
 pub mod job;
+#[cfg(feature = "engine")]
 pub mod merge;
+#[cfg(feature = "engine")]
 pub mod model;
 pub mod npy;
+#[cfg(feature = "parquet")]
 pub mod parquet_sink;
+#[cfg(feature = "engine")]
 pub mod processor;
 pub mod reader;
+#[cfg(feature = "engine")]
 pub mod resolve;
 pub mod rundir;
 pub mod sink;
 pub mod stats;
+#[cfg(feature = "engine")]
 pub mod store;
+#[cfg(feature = "engine")]
 pub mod versions;
 
 pub use error::{Error, ItemError, ItemErrorKind, Result};
 pub use item::{EmbeddingResult, ItemFailure, ItemId, ItemOutcome, Position, SourceItem};
+#[cfg(feature = "engine")]
 pub use model::{EmbedOptions, EmbeddingModel, LoadOptions, ModelFacts, Normalize, Pooling};
+#[cfg(feature = "engine")]
 pub use processor::{BatchConfig, BatchProcessor, ErrorStrategy, Run};
 pub use stats::{BatchStats, ProgressCallback, ProgressInfo, StatsCallback};

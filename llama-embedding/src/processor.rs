@@ -969,7 +969,7 @@ impl Iterator for Run {
                 if let Some(e) = self.input_error.take() {
                     let e = Error::Io {
                         path: "input".into(),
-                        source: e,
+                        error: e,
                     };
                     self.input_error = None;
                     return Some(Err(e));

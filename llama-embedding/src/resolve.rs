@@ -320,9 +320,7 @@ pub fn file_sha256(path: &Path) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use crate::rundir::hex;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Sha256Record {

@@ -72,19 +72,33 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
+/// Lower-case hex of bytes (sha256 digests).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Writes `value` with a `checksum` field (sha256 of its canonical JSON without that field),
 /// atomically.
 ///
 /// # Errors
 /// I/O errors.
 pub fn write_checked(path: &Path, value: &impl Serialize) -> Result<()> {
+    write_atomic(path, &checked_bytes(value)?)
+}
+
+/// The bytes [`write_checked`] writes: pretty JSON with a `checksum` field.
+///
+/// # Errors
+/// A value that is not a JSON object.
+pub fn checked_bytes(value: &impl Serialize) -> Result<Vec<u8>> {
     let mut v = serde_json::to_value(value).map_err(|e| Error::Config(e.to_string()))?;
-    let obj = v.as_object_mut().expect("records are objects");
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| Error::Config("a checked record must be a JSON object".into()))?;
     obj.remove("checksum");
-    let digest = crate::resolve::hex(&Sha256::digest(serde_json::to_vec(obj).expect("json")));
+    let digest = hex(&Sha256::digest(serde_json::to_vec(obj).expect("json")));
     obj.insert("checksum".into(), Value::String(digest));
-    let text = serde_json::to_vec_pretty(&v).expect("json");
-    write_atomic(path, &text)
+    Ok(serde_json::to_vec_pretty(&v).expect("json"))
 }
 
 /// temp file + fsync + rename + fsync of the directory.
@@ -124,7 +138,16 @@ pub fn read_checked<T: DeserializeOwned>(path: &Path) -> Result<T, CheckedError>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CheckedError::Missing),
         Err(e) => return Err(CheckedError::Corrupt(e.to_string())),
     };
-    let mut v: Value = serde_json::from_slice(&bytes)
+    parse_checked(&bytes)
+}
+
+/// Parses and verifies the bytes of a file written by [`write_checked`] (the fuzz target
+/// `checkpoint` enters here).
+///
+/// # Errors
+/// [`CheckedError::Corrupt`] with the reason.
+pub fn parse_checked<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CheckedError> {
+    let mut v: Value = serde_json::from_slice(bytes)
         .map_err(|e| CheckedError::Corrupt(format!("not JSON: {e}")))?;
     let obj = v
         .as_object_mut()
@@ -133,7 +156,7 @@ pub fn read_checked<T: DeserializeOwned>(path: &Path) -> Result<T, CheckedError>
         .remove("checksum")
         .and_then(|c| c.as_str().map(str::to_string))
         .ok_or_else(|| CheckedError::Corrupt("no checksum".into()))?;
-    let digest = crate::resolve::hex(&Sha256::digest(serde_json::to_vec(obj).expect("json")));
+    let digest = hex(&Sha256::digest(serde_json::to_vec(obj).expect("json")));
     if digest != stored {
         return Err(CheckedError::Corrupt(
             "checksum mismatch (the file was changed or damaged)".into(),

@@ -60,11 +60,9 @@ impl std::str::FromStr for OutputFormat {
             "json" => Ok(OutputFormat::Json),
             "csv" => Ok(OutputFormat::Csv),
             "npy" => Ok(OutputFormat::Npy),
-            "parquet" => {
-                Err("parquet output is not built yet (see issue 4's note); use npy or jsonl".into())
-            }
+            "parquet" => Ok(OutputFormat::Parquet),
             _ => Err(format!(
-                "unknown output format {s:?} (jsonl, json, csv, npy)"
+                "unknown output format {s:?} (jsonl, json, csv, npy, parquet)"
             )),
         }
     }
@@ -595,9 +593,20 @@ pub fn open_sink(
                     "parquet output stores float32 vectors; use --dtype f32 (or npy for compact types)",
                 ));
             }
-            Box::new(crate::parquet_sink::ParquetSink::open(
-                dir, name, dims, state,
-            )?)
+            #[cfg(feature = "parquet")]
+            {
+                Box::new(crate::parquet_sink::ParquetSink::open(
+                    dir, name, dims, state,
+                )?)
+            }
+            #[cfg(not(feature = "parquet"))]
+            {
+                let _ = (dir, name, dims, state);
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "this build has no parquet output (the library's `parquet` feature is off)",
+                ));
+            }
         }
     })
 }

@@ -1,7 +1,5 @@
 //! Run statistics ([`BatchStats`]), progress ([`ProgressInfo`]) and the process's memory.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
 /// Counts and timings of a run. `succeeded + failed + skipped == total`.
@@ -84,12 +82,14 @@ impl BatchStats {
 
 /// Collects per-batch latencies and fills the derived fields of [`BatchStats`].
 #[derive(Debug, Default)]
+#[cfg(feature = "engine")]
 pub(crate) struct LatencyLog {
     ms: Vec<f32>,
 }
 
+#[cfg(feature = "engine")]
 impl LatencyLog {
-    pub fn push(&mut self, d: Duration) {
+    pub fn push(&mut self, d: std::time::Duration) {
         self.ms.push(d.as_secs_f32() * 1000.0);
     }
 
