@@ -74,6 +74,7 @@ fn end_to_end(c: &mut Criterion) {
             pooling: model.effective_pooling(&opts).unwrap(),
             normalize: Normalize::L2,
             align: llama_embedding::engine::TOKEN_ALIGN,
+            flash_attention: false,
         };
         let mut ctx = EmbeddingContext::new(&model, shape).unwrap();
         b.iter(|| {

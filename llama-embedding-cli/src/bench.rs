@@ -559,7 +559,11 @@ pub fn bench(a: BenchArgs, model: Arc<EmbeddingModel>, base: BatchConfig) -> Res
         }
     );
     if a.recommend {
-        println!("recommended: llama-embed embed {}", flags(b));
+        println!(
+            "recommended: llama-embed embed {}{}",
+            flags(b),
+            if a.fast { " --fast" } else { "" }
+        );
     }
     Ok(if interrupted {
         crate::commands::EXIT_INTERRUPTED

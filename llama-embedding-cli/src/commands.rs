@@ -37,7 +37,10 @@ pub fn run(cli: Cli) -> Result<u8> {
         } => merge(&run_dirs, &output, json),
         Command::Bench(a) => {
             let (model, _) = load_model(a.model.model.as_deref(), &a.model, true)?;
-            let config = BatchConfig::default().with_embed(embed_options(&a.model)?);
+            let mut config = BatchConfig::default().with_embed(embed_options(&a.model)?);
+            if a.fast {
+                config = config.with_token_align(1).with_flash_attention(true);
+            }
             crate::bench::bench(*a, model, config)
         }
     }
@@ -225,7 +228,8 @@ fn embed(a: EmbedArgs) -> Result<u8> {
             .with_token_budget(v.token_budget)
             .with_window(v.window)
             .with_sort_by_length(v.sort_by_length)
-            .with_token_align(v.token_align);
+            .with_token_align(v.token_align)
+            .with_flash_attention(v.flash_attention);
     } else {
         if let Some(b) = a.batch_size {
             config = config.with_batch_size(b);
@@ -239,6 +243,9 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         config = config.with_sort_by_length(!a.no_sort);
         if let Some(n) = a.token_align {
             config = config.with_token_align(n);
+        }
+        if a.fast {
+            config = config.with_token_align(1).with_flash_attention(true);
         }
     }
     config = config.with_embed(embed).with_progress(!a.quiet);

@@ -238,6 +238,7 @@ fn rerun(a: RerunArgs) -> Result<u8> {
         .with_window(v.window)
         .with_sort_by_length(v.sort_by_length)
         .with_token_align(v.token_align)
+        .with_flash_attention(v.flash_attention)
         .with_embed(embed)
         .with_progress(!a.quiet);
     if let Some(w) = a.workers {
@@ -337,6 +338,7 @@ fn side_by_side(ma: &Metadata, mb: &Metadata) -> Vec<(String, String, String)> {
             "batch_size": m.vectors.batch_size,
             "token_budget": m.vectors.token_budget,
             "token_align": m.vectors.token_align,
+            "flash_attention": m.vectors.flash_attention,
             "dtype": m.dtype,
         })
     };

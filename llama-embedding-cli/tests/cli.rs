@@ -567,3 +567,68 @@ fn retry_failed_re_embeds_only_the_failed_items() {
         stderr(&o)
     );
 }
+
+/// `--fast` (flash attention, no alignment): every vector within a cosine of 1e-4 of the
+/// exact one (and its components within 1e-3); batches still repeat exactly, so a killed and
+/// resumed fast run gives the uninterrupted fast run's output byte for byte; a resume cannot
+/// switch modes.
+#[test]
+fn fast_mode_is_close_to_exact_and_resumes_identically() {
+    let Some(model) = minilm("fast mode") else {
+        return;
+    };
+    let dir = temp("fast");
+    let input = dir.join("in.txt");
+    std::fs::write(&input, corpus(1200)).unwrap();
+    let exact = dir.join("exact.jsonl");
+    let o = run(&mut embed_args(&model, &input, &exact, &dir.join("exact")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let extra = ["--fast", "--save-every", "32", "--window", "32"];
+    let fast = dir.join("fast.jsonl");
+    let o = run(embed_args(&model, &input, &fast, &dir.join("fast")).args(extra));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (a, b) = (jsonl(&exact), jsonl(&fast));
+    assert_eq!(a.len(), 1200);
+    assert_eq!(b.len(), 1200);
+    let mut differ = 0;
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x["id"], y["id"]);
+        let (u, v) = (vector(x), vector(y));
+        let dot: f64 = u
+            .iter()
+            .zip(&v)
+            .map(|(p, q)| f64::from(*p) * f64::from(*q))
+            .sum();
+        assert!(dot > 0.9999, "item {}: cosine {dot}", x["id"]);
+        let worst = u
+            .iter()
+            .zip(&v)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-3, "item {}: component off by {worst}", x["id"]);
+        differ += usize::from(u != v);
+    }
+    // It is a different computation, not the same one renamed.
+    assert!(differ > 0, "fast and exact vectors are all identical");
+
+    let killed = dir.join("killed.jsonl");
+    let kills = run_with_kills(
+        &model,
+        &input,
+        Some(&killed),
+        &dir.join("run"),
+        &extra,
+        &[],
+        7,
+        3000,
+    );
+    assert!(kills >= 1);
+    assert!(
+        std::fs::read(&killed).unwrap() == std::fs::read(&fast).unwrap(),
+        "fast output differs after {kills} kills"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("fast/metadata.json")).unwrap()).unwrap();
+    assert_eq!(m["vectors"]["flash_attention"], true);
+    assert_eq!(m["vectors"]["token_align"], 1);
+}

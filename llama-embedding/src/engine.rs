@@ -42,6 +42,9 @@ pub struct ContextShape {
     /// Every sequence starts at a multiple of this many tokens ([`TOKEN_ALIGN`] by default;
     /// 16 also makes long texts byte-identical across batch compositions, at ~20% speed).
     pub align: usize,
+    /// llama.cpp's flash attention (fast mode): faster, but its CPU kernels round differently
+    /// with the batch size.
+    pub flash_attention: bool,
 }
 
 /// Tokens a context is made for: room for the padding sequence (up to `TOKEN_ALIGN - 1`
@@ -57,9 +60,10 @@ pub fn aligned_len_to(n: usize, align: usize) -> usize {
     n.next_multiple_of(align)
 }
 
-/// Whether `align` is an alignment the engine takes: 8, 16, 32 or 64.
+/// Whether `align` is an alignment the engine takes: 8, 16, 32 or 64, or 1 (none: the fast
+/// mode, where vectors vary with their batch in the last bits).
 pub fn valid_align(align: usize) -> bool {
-    matches!(align, 8 | 16 | 32 | 64)
+    matches!(align, 1 | 8 | 16 | 32 | 64)
 }
 
 pub fn context_tokens(max_batch_tokens: usize, n_seq: usize, align: usize) -> usize {
@@ -153,8 +157,12 @@ impl<'m> EmbeddingContext<'m> {
             .with_n_threads_batch(shape.threads as i32)
             .with_pooling_type(pooling)
             // ggml's CPU flash attention switches kernels (and rounding) with the batch size;
-            // the plain path gives each text the same bits in any batch.
-            .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED);
+            // the plain path gives each text the same bits in any batch. On only in fast mode.
+            .with_flash_attention_policy(if shape.flash_attention {
+                llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED
+            } else {
+                llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
+            });
         let ctx = {
             let _guard = model.context_lock.lock().unwrap_or_else(|p| p.into_inner());
             model

@@ -38,6 +38,9 @@ pub struct VectorSettings {
     /// Sequence alignment in a batch (runs before it existed used 8).
     #[serde(default = "default_align")]
     pub token_align: usize,
+    /// Flash attention (fast mode); runs before it existed had it off.
+    #[serde(default)]
+    pub flash_attention: bool,
 }
 
 fn default_align() -> usize {
@@ -156,6 +159,7 @@ fn vector_settings(model: &EmbeddingModel, config: &BatchConfig) -> Result<Vecto
         window: config.window,
         sort_by_length: config.sort_by_length,
         token_align: config.token_align,
+        flash_attention: config.flash_attention,
     })
 }
 

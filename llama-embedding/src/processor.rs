@@ -84,6 +84,10 @@ pub struct BatchConfig {
     /// Token alignment of sequences in a batch (8 default; 16: byte-identical vectors across
     /// batch compositions also for rare long texts, ~20% slower). See specification/embedding.md.
     pub token_align: usize,
+    /// llama.cpp's flash attention. With `token_align` 1 this is the fast mode (`--fast`):
+    /// faster, but a text's vector then varies with its batch in the last bits (up to ~3e-4
+    /// per component; cosine to the exact vector > 0.9999). Default false.
+    pub flash_attention: bool,
 }
 
 impl Default for BatchConfig {
@@ -104,6 +108,7 @@ impl Default for BatchConfig {
             skip_blank_lines: false,
             keep_text: false,
             token_align: crate::engine::TOKEN_ALIGN,
+            flash_attention: false,
         }
     }
 }
@@ -138,6 +143,7 @@ impl BatchConfig {
         with_skip_blank_lines: skip_blank_lines: bool,
         with_keep_text: keep_text: bool,
         with_token_align: token_align: usize,
+        with_flash_attention: flash_attention: bool,
     }
 
     pub fn with_threads_per_worker(mut self, n: usize) -> Self {
@@ -196,7 +202,7 @@ impl BatchConfig {
         }
         if !crate::engine::valid_align(self.token_align) {
             return bad(format!(
-                "token alignment must be 8, 16, 32 or 64, not {}",
+                "token alignment must be 1, 8, 16, 32 or 64, not {}",
                 self.token_align
             ));
         }
@@ -559,6 +565,7 @@ impl Run {
             pooling,
             normalize: embed.normalize,
             align: config.token_align,
+            flash_attention: config.flash_attention,
         };
         let window = config.window;
         let max_ahead = 2 * window as u64 + config.batch_size as u64;

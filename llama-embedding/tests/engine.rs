@@ -164,6 +164,7 @@ fn engine_rejects_batches_llama_cpp_would_abort_on() {
         pooling: Pooling::Mean,
         normalize: Normalize::L2,
         align: llama_embedding::engine::TOKEN_ALIGN,
+        flash_attention: false,
     };
     let mut ctx = EmbeddingContext::new(&model, shape.clone()).unwrap();
     let t = |ids: &[i32]| {
