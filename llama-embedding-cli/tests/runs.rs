@@ -227,3 +227,107 @@ fn embed_rerun_compare_label_list_reset() {
         "a refused rerun makes no version"
     );
 }
+
+/// A version interrupted by SIGTERM is `stopped`, `latest` does not point at it; `--resume`
+/// finishes it as mode `resume` and moves `latest`. An interrupted rerun is finished with
+/// `runs rerun NAME --continue vN`.
+#[test]
+fn interrupted_versions_resume_and_continue() {
+    let model = tiny();
+    let dir = temp("runs-resume");
+    let input = dir.join("in.txt");
+    std::fs::write(&input, corpus(20000)).unwrap();
+    let root = dir.join("runs");
+    let sigterm_after = |mut c: std::process::Command, ms: u64| {
+        let mut child = c
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        let st = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        child.wait().unwrap().code()
+    };
+    let mut c = bin();
+    c.args(["embed", "-q", "-m"])
+        .arg(&model)
+        .arg(&input)
+        .args(["--run-name", "t", "--window", "64", "--runs-dir"])
+        .arg(&root);
+    assert_eq!(sigterm_after(c, 1500), Some(130));
+    let v0 = root.join("t/v0");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(v0.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(m["status"], "stopped");
+    assert!(
+        !root.join("t/latest").exists(),
+        "latest points at completed versions only"
+    );
+    let o = run(bin().args(["embed", "-q", "--resume"]).arg(&v0));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(v0.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(m["status"], "completed");
+    assert_eq!(m["version"]["mode"], "resume");
+    assert!(m["version"]["duration_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        std::fs::read_link(root.join("t/latest")).unwrap(),
+        Path::new("v0")
+    );
+
+    // A rerun of every item, interrupted, then continued: same output as an uninterrupted one.
+    let ids = dir.join("ids.txt");
+    std::fs::write(
+        &ids,
+        (0..20000).map(|i| format!("{i}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let ids_arg = format!("@{}", ids.display());
+    let mut c = bin();
+    c.args([
+        "runs",
+        "rerun",
+        "t",
+        &ids_arg,
+        "--prefix",
+        "p: ",
+        "-q",
+        "--runs-dir",
+    ])
+    .arg(&root);
+    assert_eq!(sigterm_after(c, 1500), Some(130));
+    let o = run(bin()
+        .args(["runs", "compare", "t", "v0", "v1", "--runs-dir"])
+        .arg(&root));
+    assert!(stderr(&o).contains("--continue v1"), "{}", stderr(&o));
+    let o = run(bin()
+        .args(["runs", "rerun", "t", "--continue", "v1", "-q", "--runs-dir"])
+        .arg(&root));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(bin()
+        .args([
+            "runs",
+            "rerun",
+            "t",
+            &ids_arg,
+            "--prefix",
+            "p: ",
+            "-q",
+            "--runs-dir",
+        ])
+        .arg(&root));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read(root.join("t/v1/output.jsonl")).unwrap()
+            == std::fs::read(root.join("t/v2/output.jsonl")).unwrap(),
+        "a continued rerun equals an uninterrupted one"
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("t/latest")).unwrap(),
+        Path::new("v2")
+    );
+}

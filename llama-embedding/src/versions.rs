@@ -455,13 +455,12 @@ pub fn rerun(
                 }
                 todo
             } else {
-                let unknown: Vec<&String> = job
-                    .ids
-                    .iter()
-                    .filter(|id| {
-                        !items::find(&bdir, id).is_ok_and(|r| r.is_some_and(|r| r.seq < covered))
-                    })
+                let known: HashSet<String> = items::rows(&bdir, covered, &[])?
+                    .into_iter()
+                    .map(|r| r.id)
                     .collect();
+                let unknown: Vec<&String> =
+                    job.ids.iter().filter(|id| !known.contains(*id)).collect();
                 if !unknown.is_empty() {
                     return Err(Error::Config(format!(
                         "not items of {} v{bn}: {}",
