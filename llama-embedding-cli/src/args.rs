@@ -139,12 +139,16 @@ pub struct RerunArgs {
     /// Finish an interrupted rerun version (e.g. v3) instead of starting a new one.
     #[arg(long, value_name = "VERSION", conflicts_with_all = ["ids", "base"])]
     pub r#continue: Option<String>,
+    /// Vector flags; without them the base's settings and model (not the default model).
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Engine threads (default: one per core, up to 8).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// CPU threads per engine thread (default: cores / workers).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
     #[command(flatten)]
