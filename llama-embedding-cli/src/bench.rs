@@ -4,7 +4,7 @@
 //! written after every combination, so Ctrl-C (or a kill) keeps what finished.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -464,15 +464,7 @@ pub fn bench(a: BenchArgs, model: Arc<EmbeddingModel>, base: BatchConfig) -> Res
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let out = Outputs { dir: a.out.clone() };
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(
-            sig,
-            crate::commands::EXIT_INTERRUPTED.into(),
-            stop.clone(),
-        )?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    let stop = crate::commands::stop_on_signals()?;
     let total_runs = plan.len() * a.repeat;
     if !a.quiet {
         eprintln!(

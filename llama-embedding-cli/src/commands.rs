@@ -315,16 +315,7 @@ fn embed(a: EmbedArgs) -> Result<u8> {
     } else {
         0
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while stopping ends the process at once (the last checkpoint stands).
-        signal_hook::flag::register_conditional_shutdown(
-            sig,
-            EXIT_INTERRUPTED.into(),
-            stop.clone(),
-        )?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    let stop = stop_on_signals()?;
     let store = match &a.store {
         Some(s) => Some(match StoreSpec::parse(s, Some(&run_dir))? {
             StoreSpec::Sqlite { path } => StoreSpec::Sqlite {
@@ -451,6 +442,21 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         JobEnd::Completed if s.texts_failed > 0 => EXIT_ITEMS_FAILED,
         JobEnd::Completed => EXIT_OK,
     })
+}
+
+/// A flag SIGINT/SIGTERM set: a job finishes its window, checkpoints and returns. A second
+/// signal while stopping ends the process at once (the last checkpoint stands).
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(
+            sig,
+            EXIT_INTERRUPTED.into(),
+            stop.clone(),
+        )?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
 }
 
 /// Ids of the failed items a run's checkpoint covers.

@@ -1,8 +1,6 @@
 //! `llama-embed runs …`: the versions of named runs (list, label, rerun, compare, reset).
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use llama_embedding::input::parse_ids;
@@ -12,8 +10,8 @@ use llama_embedding::BatchConfig;
 
 use crate::args::{RerunArgs, RunsCommand};
 use crate::commands::{
-    embed_options_over, load_model, usage, EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK,
-    EXIT_STOPPED_BY_ERRORS,
+    embed_options_over, load_model, stop_on_signals, usage, EXIT_INTERRUPTED, EXIT_ITEMS_FAILED,
+    EXIT_OK, EXIT_STOPPED_BY_ERRORS,
 };
 
 const RULE: &str = "======================================================================";
@@ -248,15 +246,7 @@ fn rerun(a: RerunArgs) -> Result<u8> {
         config = config.with_threads_per_worker(t);
     }
     config.validate()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(
-            sig,
-            EXIT_INTERRUPTED.into(),
-            stop.clone(),
-        )?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    let stop = stop_on_signals()?;
     if a.r#continue.is_none() && ids.is_empty() && !a.quiet {
         eprintln!("llama-embed: no ids given: rerunning the failed items and those marked by `runs reset`");
     }

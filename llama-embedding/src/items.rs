@@ -240,6 +240,19 @@ fn open_read(dir: &Path) -> Result<Option<Connection>> {
     Ok(Some(conn))
 }
 
+/// An [`ItemRow`] from `SELECT seq, id, state, error, error_type, attempts, updated_at`.
+fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<ItemRow> {
+    Ok(ItemRow {
+        seq: r.get::<_, i64>(0)? as u64,
+        id: r.get(1)?,
+        state: ItemState::parse(&r.get::<_, String>(2)?),
+        error: r.get(3)?,
+        error_type: r.get(4)?,
+        attempts: r.get::<_, i64>(5)? as u32,
+        updated_at: r.get(6)?,
+    })
+}
+
 /// Counts of the rows a checkpoint with `items_done` covers; `None` for runs without an
 /// items database (made before it existed).
 ///
@@ -286,17 +299,7 @@ pub fn rows(dir: &Path, items_done: u64, states: &[ItemState]) -> Result<Vec<Ite
         )
         .map_err(sql(&path))?;
     let it = st
-        .query_map(params![items_done as i64], |r| {
-            Ok(ItemRow {
-                seq: r.get::<_, i64>(0)? as u64,
-                id: r.get(1)?,
-                state: ItemState::parse(&r.get::<_, String>(2)?),
-                error: r.get(3)?,
-                error_type: r.get(4)?,
-                attempts: r.get::<_, i64>(5)? as u32,
-                updated_at: r.get(6)?,
-            })
-        })
+        .query_map(params![items_done as i64], row_of)
         .map_err(sql(&path))?;
     let mut out = Vec::new();
     for row in it {
@@ -332,17 +335,7 @@ pub fn find(dir: &Path, id: &str) -> Result<Option<ItemRow>> {
         "SELECT seq, id, state, error, error_type, attempts, updated_at FROM items
          WHERE id = ?1 ORDER BY seq LIMIT 1",
         params![id],
-        |r| {
-            Ok(ItemRow {
-                seq: r.get::<_, i64>(0)? as u64,
-                id: r.get(1)?,
-                state: ItemState::parse(&r.get::<_, String>(2)?),
-                error: r.get(3)?,
-                error_type: r.get(4)?,
-                attempts: r.get::<_, i64>(5)? as u32,
-                updated_at: r.get(6)?,
-            })
-        },
+        row_of,
     )
     .optional()
     .map_err(sql(&path))
