@@ -179,7 +179,7 @@ fn embed(a: EmbedArgs) -> Result<u8> {
     let (mut format, mut dtype) = (format, dtype);
     let mut retry_dir = None;
     if let (Some(src), Some(m)) = (&a.retry_failed, &stored) {
-        let failed = failed_ids(src)?;
+        let failed = llama_embedding::rundir::failed_ids(src)?;
         if failed.is_empty() {
             eprintln!("llama-embed: {} has no failed items", src.display());
             return Ok(EXIT_OK);
@@ -459,29 +459,6 @@ pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-/// Ids of the failed items a run's checkpoint covers.
-fn failed_ids(dir: &Path) -> Result<std::collections::HashSet<String>> {
-    covered_errors(dir)?
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l)?;
-            let id: llama_embedding::ItemId = serde_json::from_value(v["id"].clone())?;
-            Ok(id.to_string())
-        })
-        .collect()
-}
-
-/// The part of a run's errors file its checkpoint covers (what is final).
-fn covered_errors(dir: &Path) -> Result<String> {
-    let path = dir.join(llama_embedding::rundir::ERRORS);
-    let mut text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let (cp, _) = llama_embedding::rundir::load_checkpoint(dir)?;
-    let covered = cp.map_or(0, |c| c.errors.files.first().map_or(0, |f| f.1)) as usize;
-    text.truncate(covered.min(text.len()));
-    Ok(text)
-}
-
 fn status(dir: &Path, json: bool) -> Result<u8> {
     let st = job::run_status(dir)?;
     if json {
@@ -541,7 +518,7 @@ fn status(dir: &Path, json: bool) -> Result<u8> {
 
 fn errors(dir: &Path, json: bool) -> Result<u8> {
     job::load_metadata(dir)?;
-    let text = covered_errors(dir)?;
+    let text = llama_embedding::rundir::covered_errors(dir)?;
     let covered = llama_embedding::rundir::load_checkpoint(dir)?
         .0
         .map_or(0, |c| c.items_done);

@@ -11,7 +11,6 @@
 //! database is right whenever the run is killed. `attempts` counts every recorded outcome,
 //! those of a killed interval included.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -309,17 +308,6 @@ pub fn rows(dir: &Path, items_done: u64, states: &[ItemState]) -> Result<Vec<Ite
         }
     }
     Ok(out)
-}
-
-/// Attempts so far of every covered item, by id.
-///
-/// # Errors
-/// SQLite errors.
-pub fn attempts_by_id(dir: &Path, items_done: u64) -> Result<HashMap<String, u32>> {
-    Ok(rows(dir, items_done, &[])?
-        .into_iter()
-        .map(|r| (r.id, r.attempts))
-        .collect())
 }
 
 /// One row by id (the first in input order).

@@ -2,6 +2,8 @@
 //! in input order, with bounded memory.
 //!
 //! ```no_run
+//! # #[cfg(feature = "engine")]
+//! # fn main() -> Result<(), llama_embedding::Error> {
 //! use std::sync::Arc;
 //! use llama_embedding::{BatchConfig, BatchProcessor, EmbeddingModel, LoadOptions};
 //!
@@ -10,7 +12,10 @@
 //! for outcome in p.process_texts(vec!["hello".into(), "world".into()])? {
 //!     println!("{:?}", outcome.embedded().map(|r| &r.embedding[..4]));
 //! }
-//! # Ok::<(), llama_embedding::Error>(())
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "engine"))]
+//! # fn main() {}
 //! ```
 
 #[cfg(feature = "engine")]

@@ -50,43 +50,60 @@ impl MergeReport {
 }
 
 struct ShardOutput {
-    lines: std::io::Lines<BufReader<File>>,
-    head: Option<(String, String)>,
+    rows: Rows,
     failed: HashSet<String>,
 }
 
-impl ShardOutput {
-    fn advance(&mut self) -> Result<()> {
+/// The rows of a JSONL output in order, each with its id: the head is compared with the item
+/// the input walk is at (`merge`, and the collation of a rerun in `versions`).
+pub(crate) struct Rows {
+    path: PathBuf,
+    lines: std::io::Lines<Box<dyn BufRead>>,
+    pub head: Option<(String, String)>,
+}
+
+/// A file's first `len` bytes (all when `None`): only what a checkpoint covers is final.
+pub(crate) fn covered_reader(path: &Path, len: Option<u64>) -> Result<Box<dyn BufRead>> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok(match len {
+        Some(n) => Box::new(BufReader::with_capacity(1 << 16, std::io::Read::take(f, n))),
+        None => Box::new(BufReader::with_capacity(1 << 16, f)),
+    })
+}
+
+impl Rows {
+    pub fn open(path: &Path, len: Option<u64>) -> Result<Rows> {
+        let mut r = Rows {
+            path: path.to_path_buf(),
+            lines: covered_reader(path, len)?.lines(),
+            head: None,
+        };
+        r.advance()?;
+        Ok(r)
+    }
+
+    pub fn advance(&mut self) -> Result<()> {
         self.head = match self.lines.next() {
             None => None,
             Some(line) => {
-                let line = line.map_err(|e| Error::Config(format!("reading a shard: {e}")))?;
-                #[derive(serde::Deserialize)]
-                struct IdOnly {
-                    id: crate::item::ItemId,
-                }
-                let row: IdOnly = serde_json::from_str(&line)
-                    .map_err(|e| Error::Config(format!("a shard row is not JSON: {e}")))?;
-                Some((row.id.to_string(), line))
+                let line = line.map_err(|e| Error::io(&self.path, e))?;
+                let id = crate::rundir::row_id(&line)
+                    .map_err(|e| Error::Config(format!("{}: {e}", self.path.display())))?;
+                Some((id, line))
             }
         };
         Ok(())
     }
-}
 
-fn failed_ids(dir: &Path) -> Result<HashSet<String>> {
-    let path = dir.join(crate::rundir::ERRORS);
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l)
-                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-            let id: crate::item::ItemId = serde_json::from_value(v["id"].clone())
-                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-            Ok(id.to_string())
-        })
-        .collect()
+    /// The head row when it is `id`'s, advancing past it.
+    pub fn take(&mut self, id: &str) -> Result<Option<String>> {
+        if self.head.as_ref().is_some_and(|(h, _)| h == id) {
+            let line = self.head.take().map(|(_, l)| l);
+            self.advance()?;
+            return Ok(line);
+        }
+        Ok(None)
+    }
 }
 
 fn same(
@@ -179,13 +196,10 @@ pub fn merge_runs(dirs: &[PathBuf], output: &Path) -> Result<MergeReport> {
                 dir.display()
             )));
         }
-        let file = File::open(&m.output_file).map_err(|e| Error::io(&m.output_file, e))?;
-        let mut out = ShardOutput {
-            lines: BufReader::new(file).lines(),
-            head: None,
-            failed: failed_ids(dir)?,
+        let out = ShardOutput {
+            rows: Rows::open(Path::new(&m.output_file), None)?,
+            failed: crate::rundir::failed_ids(dir)?,
         };
-        out.advance()?;
         if shards.insert(shard.index, out).is_some() {
             return Err(Error::Config(format!(
                 "shard {shard} is given twice ({})",
@@ -223,12 +237,10 @@ pub fn merge_runs(dirs: &[PathBuf], output: &Path) -> Result<MergeReport> {
         let found = match shards.get_mut(&k) {
             None => false,
             Some(s) => {
-                if s.head.as_ref().is_some_and(|(hid, _)| *hid == id) {
-                    let (_, line) = s.head.take().expect("head");
+                if let Some(line) = s.rows.take(&id)? {
                     w.write_all(line.as_bytes()).map_err(io)?;
                     w.write_all(b"\n").map_err(io)?;
                     report.rows += 1;
-                    s.advance()?;
                     true
                 } else if s.failed.contains(&id) {
                     report.failed += 1;
@@ -249,12 +261,12 @@ pub fn merge_runs(dirs: &[PathBuf], output: &Path) -> Result<MergeReport> {
         return Err(Error::io(&first.input, e));
     }
     for s in shards.values_mut() {
-        while let Some((id, _)) = s.head.take() {
+        while let Some((id, _)) = s.rows.head.take() {
             report.duplicated_count += 1;
             if report.duplicated.len() < 100 {
                 report.duplicated.push(id);
             }
-            s.advance()?;
+            s.rows.advance()?;
         }
     }
     let file = w

@@ -210,6 +210,46 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Option<Checkpoint>, Option<String>
     }
 }
 
+/// The part of a run's errors file its checkpoint covers (what is final).
+///
+/// # Errors
+/// A damaged checkpoint with no usable previous one, an unreadable errors file.
+pub fn covered_errors(dir: &Path) -> Result<String> {
+    let (cp, _) = load_checkpoint(dir)?;
+    let covered = cp.map_or(0, |c| c.errors.files.first().map_or(0, |f| f.1)) as usize;
+    let path = dir.join(ERRORS);
+    let mut text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    text.truncate(covered.min(text.len()));
+    Ok(text)
+}
+
+/// The id of a JSONL row (an output or errors record), as text.
+///
+/// # Errors
+/// A line that is not a JSON object with an `id`.
+pub fn row_id(line: &str) -> Result<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: crate::item::ItemId,
+    }
+    let row: IdOnly = serde_json::from_str(line)
+        .map_err(|e| Error::Config(format!("a row is not JSON with an id: {e}")))?;
+    Ok(row.id.to_string())
+}
+
+/// Ids of the failed items a run's checkpoint covers.
+///
+/// # Errors
+/// As [`covered_errors`], and a damaged error record.
+pub fn failed_ids(dir: &Path) -> Result<std::collections::HashSet<String>> {
+    covered_errors(dir)?
+        .lines()
+        .map(|l| {
+            row_id(l).map_err(|e| Error::Config(format!("{}: {e}", dir.join(ERRORS).display())))
+        })
+        .collect()
+}
+
 /// Writes a checkpoint, keeping the previous one.
 ///
 /// # Errors

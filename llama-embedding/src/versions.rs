@@ -23,8 +23,10 @@ use crate::error::{Error, Result};
 use crate::input::open_input;
 use crate::items::{self, ItemRow, ItemState, ItemsDb};
 use crate::job::{self, load_metadata, EmbedJob, JobEnd, Metadata};
+use crate::merge::{covered_reader, Rows};
 use crate::model::EmbeddingModel;
 use crate::processor::BatchConfig;
+use crate::rundir::row_id;
 use crate::rundir::{self, Checkpoint, RunLock};
 use crate::sink::{OutputFormat, SinkState};
 
@@ -409,7 +411,8 @@ pub fn rerun(
     stop: Arc<AtomicBool>,
 ) -> Result<RerunReport> {
     let started = Instant::now();
-    let (n, dir, base_n, base_dir, base, ids, resume) = match &job.continue_version {
+    // `previous`: the interrupted version's start time and version info (--continue).
+    let (n, dir, base_n, base_dir, base, ids, previous) = match &job.continue_version {
         Some(v) => {
             let (n, dir) = resolve(&job.root, &job.name, v)?;
             let m = load_metadata(&dir)?;
@@ -434,7 +437,7 @@ pub fn rerun(
                 .only
                 .map(|s| s.into_iter().collect())
                 .unwrap_or_default();
-            (n, dir, bn, bdir, bm, ids, true)
+            (n, dir, bn, bdir, bm, ids, Some((m.started_at, info)))
         }
         None => {
             let (bn, bdir, bm) = rerun_base(&job)?;
@@ -483,21 +486,23 @@ pub fn rerun(
                 )));
             }
             let (n, dir) = create_version_dir(&job.root, &job.name)?;
-            (n, dir, bn, bdir, bm, ids, false)
+            (n, dir, bn, bdir, bm, ids, None)
         }
     };
     let _lock = RunLock::acquire(&dir)?;
-    let mut label = job.label.clone().unwrap_or_else(|| "draft".into());
-    let mut notes = job.notes.clone();
-    let mut duration = 0.0;
-    if resume {
-        let m = load_metadata(&dir)?;
-        if let Some(v) = m.version {
-            label = job.label.clone().unwrap_or(v.label);
-            notes = job.notes.clone().or(v.notes);
-            duration = v.duration_seconds;
-        }
-    }
+    let resume = previous.is_some();
+    let (label, notes, duration) = match &previous {
+        Some((_, v)) => (
+            job.label.clone().unwrap_or_else(|| v.label.clone()),
+            job.notes.clone().or_else(|| v.notes.clone()),
+            v.duration_seconds,
+        ),
+        None => (
+            job.label.clone().unwrap_or_else(|| "draft".into()),
+            job.notes.clone(),
+            0.0,
+        ),
+    };
     check_label(&label)?;
     let info = VersionInfo {
         name: job.name.clone(),
@@ -512,11 +517,7 @@ pub fn rerun(
     // The version's own metadata says "running" until the collated output is there.
     let mut meta = base.clone();
     meta.status = "running".into();
-    meta.started_at = if resume {
-        load_metadata(&dir)?.started_at
-    } else {
-        rundir::now()
-    };
+    meta.started_at = previous.map_or_else(rundir::now, |(started, _)| started);
     meta.updated_at = rundir::now();
     meta.finished_at = None;
     meta.resumes = 0;
@@ -646,75 +647,16 @@ struct Collated {
     errors_state: SinkState,
 }
 
-/// JSONL rows in order, with their ids.
-struct Rows {
-    lines: std::io::Lines<Box<dyn BufRead>>,
-    head: Option<(String, String)>,
-}
-
-/// A file's first `len` bytes (all when `None`): only what a checkpoint covers is final.
-fn covered_reader(path: &Path, len: Option<u64>) -> Result<Box<dyn BufRead>> {
-    let f = File::open(path).map_err(|e| Error::io(path, e))?;
-    Ok(match len {
-        Some(n) => Box::new(BufReader::with_capacity(1 << 16, std::io::Read::take(f, n))),
-        None => Box::new(BufReader::with_capacity(1 << 16, f)),
-    })
-}
-
-impl Rows {
-    fn open(path: &Path, len: Option<u64>) -> Result<Rows> {
-        let mut r = Rows {
-            lines: covered_reader(path, len)?.lines(),
-            head: None,
-        };
-        r.advance()?;
-        Ok(r)
-    }
-
-    fn advance(&mut self) -> Result<()> {
-        self.head = match self.lines.next() {
-            None => None,
-            Some(line) => {
-                let line = line.map_err(|e| Error::Config(format!("reading rows: {e}")))?;
-                Some((row_id(&line)?, line))
-            }
-        };
-        Ok(())
-    }
-
-    /// The head row when it is `id`'s, advancing past it.
-    fn take(&mut self, id: &str) -> Result<Option<String>> {
-        if self.head.as_ref().is_some_and(|(h, _)| h == id) {
-            let line = self.head.take().map(|(_, l)| l);
-            self.advance()?;
-            return Ok(line);
-        }
-        Ok(None)
-    }
-}
-
-fn row_id(line: &str) -> Result<String> {
-    #[derive(Deserialize)]
-    struct IdOnly {
-        id: crate::item::ItemId,
-    }
-    let row: IdOnly = serde_json::from_str(line)
-        .map_err(|e| Error::Config(format!("an output row is not JSON with an id: {e}")))?;
-    Ok(row.id.to_string())
-}
-
-/// The durable length of a run's output and errors files, from its checkpoint.
-fn covered(dir: &Path) -> Result<(u64, Option<u64>, Option<u64>)> {
+/// Items done and the durable length of a run's output, from its checkpoint.
+fn covered(dir: &Path) -> Result<(u64, Option<u64>)> {
     let cp = rundir::load_checkpoint(dir)?.0.unwrap_or_default();
-    let len = |s: &SinkState| s.files.first().map(|f| f.1);
-    Ok((cp.items_done, len(&cp.output), len(&cp.errors)))
+    Ok((cp.items_done, cp.output.files.first().map(|f| f.1)))
 }
 
 /// Error records by id (the part the checkpoint covers).
-fn error_lines(dir: &Path, len: Option<u64>) -> Result<HashMap<String, String>> {
-    let mut text = fs::read_to_string(dir.join(rundir::ERRORS)).unwrap_or_default();
-    text.truncate(len.unwrap_or(0).min(text.len() as u64) as usize);
-    text.lines()
+fn error_lines(dir: &Path) -> Result<HashMap<String, String>> {
+    rundir::covered_errors(dir)?
+        .lines()
         .map(|l| Ok((row_id(l)?, l.to_string())))
         .collect()
 }
@@ -726,14 +668,13 @@ fn collate(
     wanted: &HashSet<String>,
     dir: &Path,
 ) -> Result<Collated> {
-    let (base_done, base_out, base_err) = covered(base_dir)?;
-    let (sub_done, sub_out, sub_err) = covered(sub)?;
+    let (base_done, base_out) = covered(base_dir)?;
+    let (sub_done, sub_out) = covered(sub)?;
     let sub_meta = load_metadata(sub)?;
     let mut base_rows = Rows::open(Path::new(&base.output_file), base_out)?;
     let mut sub_rows = Rows::open(Path::new(&sub_meta.output_file), sub_out)?;
-    let base_errors = error_lines(base_dir, base_err)?;
-    let sub_errors = error_lines(sub, sub_err)?;
-    let base_attempts = items::attempts_by_id(base_dir, base_done)?;
+    let base_errors = error_lines(base_dir)?;
+    let sub_errors = error_lines(sub)?;
     let sub_db: HashMap<String, ItemRow> = items::rows(sub, sub_done, &[])?
         .into_iter()
         .map(|r| (r.id.clone(), r))
@@ -763,7 +704,7 @@ fn collate(
         let id = item.id.to_string();
         let seq = items_n;
         items_n += 1;
-        let attempts = base_attempts.get(&id).copied().unwrap_or(1);
+        let attempts = base_db.get(&id).map_or(1, |r| r.attempts);
         let from_base = base_rows.take(&id)?;
         let (line, state, err_line, attempts) = if wanted.contains(&id) {
             let attempts = attempts + sub_db.get(&id).map_or(1, |r| r.attempts);
@@ -953,8 +894,8 @@ pub fn compare(dir_a: &Path, dir_b: &Path, detail: usize) -> Result<Comparison> 
             )));
         }
     }
-    let (_, a_len, _) = covered(dir_a)?;
-    let (_, b_len, _) = covered(dir_b)?;
+    let (_, a_len) = covered(dir_a)?;
+    let (_, b_len) = covered(dir_b)?;
     // Pass 1: where each id of A is (in the covered part).
     let a_path = Path::new(&ma.output_file);
     let a_len = a_len.unwrap_or(0);
