@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use llama_embedding::batcher::{Batcher, Packable, TokenBudget};
-use llama_embedding::engine::{aligned_len, ContextShape, EmbeddingContext};
+use llama_embedding::engine::{ContextShape, EmbeddingContext, EngineMode};
 use llama_embedding::{
     BatchConfig, BatchProcessor, EmbedOptions, EmbeddingModel, LoadOptions, Normalize,
 };
@@ -24,7 +24,7 @@ fn model_path() -> Option<PathBuf> {
 struct Tok(u64, Vec<llama_cpp_2::token::LlamaToken>);
 impl Packable for Tok {
     fn n_tokens(&self) -> usize {
-        aligned_len(self.1.len())
+        self.1.len()
     }
     fn index(&self) -> u64 {
         self.0
@@ -55,8 +55,9 @@ fn end_to_end(c: &mut Criterion) {
         .map(|(i, l)| Tok(i as u64, model.tokenize(l, &opts, 256).unwrap().tokens))
         .collect();
     let n_tokens: u64 = tokens.iter().map(|t| t.1.len() as u64).sum();
+    // The default plan: exact mode, texts share a decode up to 63 tokens.
     let budget = TokenBudget {
-        tokens: 128,
+        tokens: BatchConfig::default().effective_budget(),
         sequences: 32,
     };
 
@@ -73,8 +74,8 @@ fn end_to_end(c: &mut Criterion) {
             threads,
             pooling: model.effective_pooling(&opts).unwrap(),
             normalize: Normalize::L2,
-            align: llama_embedding::engine::TOKEN_ALIGN,
-            flash_attention: false,
+            mode: EngineMode::Exact,
+            align: 1,
         };
         let mut ctx = EmbeddingContext::new(&model, shape).unwrap();
         b.iter(|| {

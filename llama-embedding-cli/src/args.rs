@@ -223,7 +223,7 @@ pub struct BenchArgs {
     /// Print the `embed` flags of the fastest setting.
     #[arg(long)]
     pub recommend: bool,
-    /// Measure the fast mode (`embed --fast`: flash attention, no alignment).
+    /// Measure the fast mode (`embed --fast`: flash attention, decodes of any size).
     #[arg(long)]
     pub fast: bool,
     /// Only the table.
@@ -318,13 +318,15 @@ pub struct EmbedArgs {
     /// Keep input order inside a window instead of sorting by length.
     #[arg(long)]
     pub no_sort: bool,
-    /// Token alignment of each text in a batch: 8 (default) or 16, which also makes rare long
-    /// texts byte-identical whatever their batch (e.g. shards merged vs one run), ~20% slower.
+    /// The aligned mode (the exact mode before version 0.2): no flash attention, each text
+    /// padded to a multiple of N tokens (8, or 16 for rare long texts), ~20% slower than the
+    /// default exact mode. For resuming or matching runs made with it.
     #[arg(long, value_name = "N")]
     pub token_align: Option<usize>,
-    /// Fast mode: llama.cpp's flash attention and no alignment (about 15-25% faster here). A
-    /// text's vector then varies with its batch in the last bits (up to ~3e-4 per component,
-    /// cosine > 0.9999 to the exact one); a resumed run still repeats its batches exactly.
+    /// Fast mode: flash attention with decodes of any size (--token-budget, default 128), about
+    /// 10% faster here than the default exact mode. A text's vector then varies with its batch in
+    /// the last bits (up to ~3e-4 per component, cosine > 0.9999 to the exact one); a resumed
+    /// run still repeats its batches exactly.
     #[arg(long, conflicts_with = "token_align")]
     pub fast: bool,
 

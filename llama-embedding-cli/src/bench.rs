@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use llama_embedding::{BatchConfig, BatchProcessor, BatchStats, EmbeddingModel};
+use llama_embedding::{BatchConfig, BatchProcessor, BatchStats, EmbeddingModel, EngineMode};
 use serde::Serialize;
 
 use crate::args::BenchArgs;
@@ -212,7 +212,15 @@ fn load_texts(a: &BenchArgs) -> Result<(Vec<String>, String)> {
 /// The settings to run: the cross product of the lists. Without `--token-budgets` each batch
 /// size gets a budget large enough that the batch size is what limits a decode (the mean
 /// aligned text length times the batch size), so the sweep measures batch size.
-fn settings(a: &BenchArgs, mean_tokens: f64) -> Result<(Vec<Setting>, Option<Setting>)> {
+fn settings(
+    a: &BenchArgs,
+    mean_tokens: f64,
+    base: &BatchConfig,
+) -> Result<(Vec<Setting>, Option<Setting>)> {
+    for &b in &a.token_budgets {
+        crate::commands::check_budget(base, Some(b))?;
+    }
+    let align = base.effective_align() as f64;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = if a.workers.is_empty() {
         vec![llama_embedding::processor::default_workers()]
@@ -229,8 +237,12 @@ fn settings(a: &BenchArgs, mean_tokens: f64) -> Result<(Vec<Setting>, Option<Set
         for &t in &threads {
             for &b in &a.batch_sizes {
                 let budgets = if a.token_budgets.is_empty() {
-                    let aligned = (mean_tokens / 8.0).ceil() * 8.0;
-                    vec![((aligned * b as f64) as usize).clamp(64, 16384)]
+                    let aligned = (mean_tokens / align).ceil() * align;
+                    let budget = ((aligned * b as f64) as usize).clamp(64, 16384);
+                    vec![base
+                        .mode
+                        .shared_decode_cap()
+                        .map_or(budget, |cap| budget.min(cap))]
                 } else {
                     a.token_budgets.clone()
                 };
@@ -250,7 +262,7 @@ fn settings(a: &BenchArgs, mean_tokens: f64) -> Result<(Vec<Setting>, Option<Set
     }
     // The library's defaults, as a reference row (what `embed` does without flags).
     if a.token_budgets.is_empty() && a.workers.is_empty() && a.threads.is_empty() {
-        let default = default_setting();
+        let default = default_setting(base.mode);
         if !out.contains(&default) {
             out.push(default);
             return Ok((out, Some(default)));
@@ -319,7 +331,7 @@ fn best(rows: &[Row]) -> Option<Setting> {
         .map(|r| r.setting)
 }
 
-fn table(rows: &[Row]) -> String {
+fn table(rows: &[Row], mode: EngineMode) -> String {
     let best = best(rows);
     let mut s = format!(
         "{:>5} {:>6} {:>5} {:>13} {:>15} {:>8} {:>8} {:>6} {:>7}\n",
@@ -340,7 +352,7 @@ fn table(rows: &[Row]) -> String {
             r.batch_p95_ms.median,
             r.model_share.median * 100.0,
             r.peak_memory_mb.median,
-            match (Some(st) == best, is_default(st)) {
+            match (Some(st) == best, st == default_setting(mode)) {
                 (true, true) => "  <- best (the default)",
                 (true, false) => "  <- best",
                 (false, true) => "  (the default)",
@@ -356,18 +368,14 @@ fn table(rows: &[Row]) -> String {
 }
 
 /// What `embed` runs without speed flags.
-fn default_setting() -> Setting {
-    let d = BatchConfig::default();
+fn default_setting(mode: EngineMode) -> Setting {
+    let d = BatchConfig::default().with_mode(mode);
     Setting {
         batch_size: d.batch_size,
-        token_budget: d.token_budget,
+        token_budget: d.effective_budget(),
         workers: d.workers,
         threads: d.threads(),
     }
-}
-
-fn is_default(s: Setting) -> bool {
-    s == default_setting()
 }
 
 fn csv(rows: &[Row]) -> String {
@@ -456,7 +464,7 @@ pub fn bench(a: BenchArgs, model: Arc<EmbeddingModel>, base: BatchConfig) -> Res
         }
     }
     let mean = tokens as f64 / texts.len() as f64;
-    let (plan, reference) = settings(&a, mean)?;
+    let (plan, reference) = settings(&a, mean, &base)?;
     let configs: Vec<BatchConfig> = plan
         .iter()
         .map(|s| config(&base, *s))
@@ -539,7 +547,7 @@ pub fn bench(a: BenchArgs, model: Arc<EmbeddingModel>, base: BatchConfig) -> Res
         eprintln!("llama-embed bench: interrupted before any setting finished");
         return Ok(crate::commands::EXIT_INTERRUPTED);
     }
-    print!("{}", table(&rows));
+    print!("{}", table(&rows, base.mode));
     let b = best(&rows).expect("rows");
     println!(
         "results: {}/bench.{{json,csv,svg,png}}{}",

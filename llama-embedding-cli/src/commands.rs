@@ -10,7 +10,9 @@ use llama_embedding::input::{count_lines, parse_ids, InputFormat, InputSpec, Sel
 use llama_embedding::job::{self, EmbedJob, JobEnd};
 use llama_embedding::resolve::{self, resolve_model};
 use llama_embedding::sink::{Dtype, OutputFormat};
-use llama_embedding::{BatchConfig, EmbedOptions, EmbeddingModel, ErrorStrategy, LoadOptions};
+use llama_embedding::{
+    BatchConfig, EmbedOptions, EmbeddingModel, EngineMode, ErrorStrategy, LoadOptions,
+};
 
 use crate::args::{Cli, Command, EmbedArgs, ModelArgs, ModelCommand, SearchArgs};
 use llama_embedding::store::{self, StoreSpec};
@@ -37,13 +39,35 @@ pub fn run(cli: Cli) -> Result<u8> {
         } => merge(&run_dirs, &output, json),
         Command::Bench(a) => {
             let (model, _) = load_model(a.model.model.as_deref(), &a.model, true)?;
-            let mut config = BatchConfig::default().with_embed(embed_options(&a.model)?);
-            if a.fast {
-                config = config.with_token_align(1).with_flash_attention(true);
-            }
+            let config = BatchConfig::default()
+                .with_embed(embed_options(&a.model)?)
+                .with_mode(engine_mode(a.fast, None));
             crate::bench::bench(*a, model, config)
         }
     }
+}
+
+/// The engine mode the flags ask for: `--fast`, `--token-align N` (the aligned mode), else exact.
+pub fn engine_mode(fast: bool, token_align: Option<usize>) -> EngineMode {
+    if fast {
+        EngineMode::Fast
+    } else if token_align.is_some() {
+        EngineMode::Aligned
+    } else {
+        EngineMode::Exact
+    }
+}
+
+/// Refuses a `--token-budget` the exact mode would not use, rather than shrinking it silently.
+pub fn check_budget(config: &BatchConfig, asked: Option<usize>) -> Result<()> {
+    if let (Some(b), Some(cap)) = (asked, config.mode.shared_decode_cap()) {
+        if b > cap {
+            bail!(
+                "--token-budget {b}: in the exact mode (the default) texts share a decode only up to {cap} tokens (llama.cpp's flash-attention tile; a longer text gets a decode of its own, so every vector is the same in any batch). Use --token-budget {cap} or less, or --fast for larger decodes (vectors then vary with their batch in the last bits)"
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn usage(msg: impl std::fmt::Display) -> Result<u8> {
@@ -223,13 +247,7 @@ fn embed(a: EmbedArgs) -> Result<u8> {
             );
         }
         embed = v.embed.clone();
-        config = config
-            .with_batch_size(v.batch_size)
-            .with_token_budget(v.token_budget)
-            .with_window(v.window)
-            .with_sort_by_length(v.sort_by_length)
-            .with_token_align(v.token_align)
-            .with_flash_attention(v.flash_attention);
+        config = v.apply_to(config);
     } else {
         if let Some(b) = a.batch_size {
             config = config.with_batch_size(b);
@@ -241,12 +259,11 @@ fn embed(a: EmbedArgs) -> Result<u8> {
             config = config.with_window(w);
         }
         config = config.with_sort_by_length(!a.no_sort);
+        config = config.with_mode(engine_mode(a.fast, a.token_align));
         if let Some(n) = a.token_align {
             config = config.with_token_align(n);
         }
-        if a.fast {
-            config = config.with_token_align(1).with_flash_attention(true);
-        }
+        check_budget(&config, a.token_budget)?;
     }
     config = config.with_embed(embed).with_progress(!a.quiet);
     if let Some(w) = a.workers {

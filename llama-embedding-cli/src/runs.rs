@@ -230,13 +230,8 @@ fn rerun(a: RerunArgs) -> Result<u8> {
     let (model, source) = load_model(Some(&model_spec), &a.model, true)?;
     let embed = embed_options_over(base.vectors.embed.clone(), &a.model)?;
     let v = &base.vectors;
-    let mut config = BatchConfig::default()
-        .with_batch_size(v.batch_size)
-        .with_token_budget(v.token_budget)
-        .with_window(v.window)
-        .with_sort_by_length(v.sort_by_length)
-        .with_token_align(v.token_align)
-        .with_flash_attention(v.flash_attention)
+    let mut config = v
+        .apply_to(BatchConfig::default())
         .with_embed(embed)
         .with_progress(!a.quiet);
     if let Some(w) = a.workers {
@@ -327,6 +322,7 @@ fn side_by_side(ma: &Metadata, mb: &Metadata) -> Vec<(String, String, String)> {
             "truncate": m.vectors.embed.truncate,
             "batch_size": m.vectors.batch_size,
             "token_budget": m.vectors.token_budget,
+            "engine_mode": m.vectors.engine_mode().to_string(),
             "token_align": m.vectors.token_align,
             "flash_attention": m.vectors.flash_attention,
             "dtype": m.dtype,

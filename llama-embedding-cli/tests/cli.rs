@@ -627,8 +627,75 @@ fn fast_mode_is_close_to_exact_and_resumes_identically() {
         std::fs::read(&killed).unwrap() == std::fs::read(&fast).unwrap(),
         "fast output differs after {kills} kills"
     );
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("fast/metadata.json")).unwrap()).unwrap();
+    let meta = |run: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join(run).join("metadata.json")).unwrap())
+            .unwrap()
+    };
+    let m = meta("fast");
+    assert_eq!(m["vectors"]["mode"], "fast");
     assert_eq!(m["vectors"]["flash_attention"], true);
     assert_eq!(m["vectors"]["token_align"], 1);
+    assert_eq!(m["vectors"]["token_budget"], 128);
+    let m = meta("exact");
+    assert_eq!(m["vectors"]["mode"], "exact");
+    assert_eq!(m["vectors"]["token_budget"], 63);
+
+    // The aligned mode (the exact mode of 0.1) is close to the exact one, and a run made before
+    // modes were recorded (no `mode`, flash attention off) resumes in it, byte for byte.
+    let aligned_extra = ["--token-align", "8", "--save-every", "32", "--window", "32"];
+    let aligned = dir.join("aligned.jsonl");
+    let o = run(embed_args(&model, &input, &aligned, &dir.join("aligned")).args(aligned_extra));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(meta("aligned")["vectors"]["mode"], "aligned");
+    let c = jsonl(&aligned);
+    let mut differ = 0;
+    for (x, y) in a.iter().zip(&c) {
+        let (u, v) = (vector(x), vector(y));
+        let dot: f64 = u
+            .iter()
+            .zip(&v)
+            .map(|(p, q)| f64::from(*p) * f64::from(*q))
+            .sum();
+        assert!(dot > 0.9999, "item {}: cosine {dot}", x["id"]);
+        differ += usize::from(u != v);
+    }
+    assert!(differ > 0, "aligned and exact vectors are all identical");
+    let legacy = dir.join("legacy.jsonl");
+    let legacy_dir = dir.join("legacy");
+    let mut delay = 1500;
+    for attempt in 0.. {
+        assert!(attempt < 20, "never caught the run in progress");
+        let _ = std::fs::remove_dir_all(&legacy_dir);
+        let mut child = embed_args(&model, &input, &legacy, &legacy_dir)
+            .args(aligned_extra)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let path = legacy_dir.join("metadata.json");
+        let Ok(bytes) = std::fs::read(&path) else {
+            delay += 500;
+            continue;
+        };
+        let mut m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        if m["status"] != "running" {
+            delay /= 2;
+            continue;
+        }
+        m["vectors"].as_object_mut().unwrap().remove("mode");
+        // As 0.1 wrote it: no `mode`, a valid checksum.
+        std::fs::write(&path, llama_embedding::rundir::checked_bytes(&m).unwrap()).unwrap();
+        break;
+    }
+    let o = run(bin()
+        .args(["embed", "-q", "-m"])
+        .arg(&model)
+        .arg("--resume")
+        .arg(&legacy_dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read(&legacy).unwrap() == std::fs::read(&aligned).unwrap(),
+        "a resumed pre-mode run is not the aligned mode's output"
+    );
 }

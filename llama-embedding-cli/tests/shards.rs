@@ -51,8 +51,9 @@ fn indexed_job_shards_merge_to_the_unsharded_output() {
         }
     }
     std::fs::write(&input, text).unwrap();
-    // Alignment 16: byte-identical vectors whatever the batch (specification/embedding.md).
-    let extra = ["--id-field", "id", "--token-align", "16"];
+    // The default (exact) mode: byte-identical vectors whatever the batch
+    // (specification/embedding.md), so the shards' rows equal the whole run's.
+    let extra = ["--id-field", "id"];
     let whole = dir.join("whole.jsonl");
     let o = embed(&model, &input, &dir.join("whole"), &whole, &[], &extra);
     assert_eq!(o.status.code(), Some(3), "one item fails: {}", stderr(&o));

@@ -68,15 +68,14 @@ fn a_slurm_job_array_embeds_four_shards_that_merge_to_the_unsharded_output() {
         .arg("-o")
         .arg(&whole)
         .arg("--run-dir")
-        .arg(dir.join("whole"))
-        .args(["--token-align", "16"]));
+        .arg(dir.join("whole")));
     assert!(o.status.success(), "{}", stderr(&o));
 
     let job = dir.join("job.sh");
     std::fs::write(
         &job,
         format!(
-            "#!/bin/sh\nset -e\nexec \"{bin}\" embed -q -m \"{model}\" \"{input}\" --workers 1 --threads 1 --token-align 16 \
+            "#!/bin/sh\nset -e\nexec \"{bin}\" embed -q -m \"{model}\" \"{input}\" --workers 1 --threads 1 \
              --summary-json \"{d}/summary-$SLURM_ARRAY_TASK_ID.json\" \
              --run-dir \"{d}/shard-$SLURM_ARRAY_TASK_ID\" -o \"{d}/part-$SLURM_ARRAY_TASK_ID.jsonl\"\n",
             bin = env!("CARGO_BIN_EXE_llama-embed"),

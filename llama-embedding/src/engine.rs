@@ -19,14 +19,59 @@ use crate::model::{backend, EmbeddingModel, Normalize, Pooling};
 pub const LLAMA_MAX_SEQ: usize = 248;
 const LLAMA_SEQ_IDS: usize = 256;
 
-/// Batches are padded to a multiple of this many tokens. ggml's CPU matmul kernels treat the
-/// rows of a full 8-row tile and those of a trailing partial tile differently (different
-/// accumulation), so without padding the last sequence of a batch rounds differently from the
-/// same sequence elsewhere (measured: up to 3e-4 per component on all-MiniLM-L6-v2 f16).
-/// With every sequence starting at a multiple of 8 (padding in between) and flash attention
-/// off, each text's vector is bit-identical in any batch
-/// (tests/engine.rs `batch_size_does_not_change_vectors`).
+/// Alignment of the [`EngineMode::Aligned`] mode: every sequence starts at a multiple of this
+/// many tokens (padding in between). Without flash attention, ggml sums attention and pooling
+/// over a batch's token positions in SIMD lanes, so a text's position in the batch changes its
+/// rounding (measured: up to 3e-4 per component on all-MiniLM-L6-v2 f16); aligned starts give
+/// each text the same lanes in any batch.
 pub const TOKEN_ALIGN: usize = 8;
+
+/// Tokens of one flash-attention query tile in ggml's CPU backend (`GGML_FA_TILE_Q`): a decode
+/// with fewer tokens runs the per-row kernel, which visits each query's unmasked keys one by one
+/// in order, so a text's attention is the same whatever else is in the decode. From this many
+/// tokens on, ggml switches to a tiled kernel whose tiles span texts.
+pub const FLASH_TILE: usize = 64;
+
+/// How a context turns a batch into vectors; each is recorded with a run, since they round
+/// differently.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineMode {
+    /// The default: flash attention, no padding; several texts share a decode only while it has
+    /// fewer than [`FLASH_TILE`] tokens (a longer text gets a decode of its own), and the
+    /// pooling is done here from the token rows, in order. Every text's vector is bit-identical
+    /// in any batch, long texts included (`tests/engine.rs`).
+    #[default]
+    Exact,
+    /// No flash attention, each text padded to a multiple of the alignment, llama.cpp pools
+    /// (the default before the exact mode; runs made with it resume with it). Bit-identical in
+    /// any batch at alignment 16 and, but for rare long texts, at 8.
+    Aligned,
+    /// Flash attention, any decode size, llama.cpp pools: a text's vector varies with its
+    /// batch in the last bits (up to ~3e-4 per component).
+    Fast,
+}
+
+impl EngineMode {
+    pub fn flash_attention(self) -> bool {
+        self != EngineMode::Aligned
+    }
+
+    /// Most tokens several texts may share a decode with; `None`: the token budget decides.
+    pub fn shared_decode_cap(self) -> Option<usize> {
+        (self == EngineMode::Exact).then_some(FLASH_TILE - 1)
+    }
+}
+
+impl std::fmt::Display for EngineMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EngineMode::Exact => "exact",
+            EngineMode::Aligned => "aligned",
+            EngineMode::Fast => "fast",
+        })
+    }
+}
 
 /// Shape of one engine context.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +84,11 @@ pub struct ContextShape {
     pub threads: usize,
     pub pooling: Pooling,
     pub normalize: Normalize,
-    /// Every sequence starts at a multiple of this many tokens ([`TOKEN_ALIGN`] by default;
-    /// 16 also makes long texts byte-identical across batch compositions, at ~20% speed).
+    pub mode: EngineMode,
+    /// In [`EngineMode::Aligned`], every sequence starts at a multiple of this many tokens
+    /// ([`TOKEN_ALIGN`] by default; 16 also makes long texts byte-identical across batch
+    /// compositions). The other modes take 1.
     pub align: usize,
-    /// llama.cpp's flash attention (fast mode): faster, but its CPU kernels round differently
-    /// with the batch size.
-    pub flash_attention: bool,
 }
 
 /// Tokens a context is made for: room for the padding sequence (up to `TOKEN_ALIGN - 1`
@@ -114,13 +158,21 @@ impl<'m> EmbeddingContext<'m> {
                 "threads per context must be at least 1".into(),
             ));
         }
-        if !valid_align(shape.align) {
+        if !valid_align(shape.align) || (shape.mode != EngineMode::Aligned && shape.align != 1) {
             return Err(Error::Config(format!(
-                "token alignment {} is not one of 8, 16, 32, 64",
+                "token alignment {} is not one of 8, 16, 32, 64 (aligned mode) or 1 (the others)",
                 shape.align
             )));
         }
+        if shape.mode == EngineMode::Exact && shape.pooling == Pooling::Model {
+            return Err(Error::Config(
+                "the exact mode pools itself: give it the pooling (mean, cls, last), not the model's"
+                    .into(),
+            ));
+        }
         let pooling = match shape.pooling {
+            // Exact mode: llama.cpp returns every token's row; the pooling is done here.
+            _ if shape.mode == EngineMode::Exact => LlamaPoolingType::None,
             Pooling::Model => LlamaPoolingType::Unspecified,
             Pooling::Mean => LlamaPoolingType::Mean,
             Pooling::Cls => LlamaPoolingType::Cls,
@@ -156,9 +208,9 @@ impl<'m> EmbeddingContext<'m> {
             .with_n_threads(shape.threads as i32)
             .with_n_threads_batch(shape.threads as i32)
             .with_pooling_type(pooling)
-            // ggml's CPU flash attention switches kernels (and rounding) with the batch size;
-            // the plain path gives each text the same bits in any batch. On only in fast mode.
-            .with_flash_attention_policy(if shape.flash_attention {
+            // ggml's CPU flash attention is exact per text below FLASH_TILE tokens and switches
+            // to a tiled kernel at it; the aligned mode uses the plain attention path instead.
+            .with_flash_attention_policy(if shape.mode.flash_attention() {
                 llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED
             } else {
                 llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -237,6 +289,10 @@ impl<'m> EmbeddingContext<'m> {
         self.ctx
             .decode(&mut self.batch)
             .map_err(|e| decode_err(e.to_string()))?;
+        if self.shape.mode == EngineMode::Exact {
+            let out = self.pool_rows(sequences).map_err(decode_err)?;
+            return Ok((out, start.elapsed()));
+        }
         let mut out = Vec::with_capacity(sequences.len());
         for seq_id in 0..sequences.len() {
             let v = self.ctx.embeddings_seq_ith(seq_id as i32).map_err(|e| {
@@ -251,9 +307,61 @@ impl<'m> EmbeddingContext<'m> {
         Ok((out, start.elapsed()))
     }
 
+    /// Pools each sequence's token rows (exact mode; the batch holds them back to back, no
+    /// padding): the mean summed in f64 in token order, or the first / last row.
+    fn pool_rows(&self, sequences: &[&[LlamaToken]]) -> std::result::Result<Vec<Vec<f32>>, String> {
+        let dims = self.model.facts().dimensions;
+        let mut out = Vec::with_capacity(sequences.len());
+        let mut start = 0usize;
+        for (seq_id, tokens) in sequences.iter().enumerate() {
+            let row = |i: usize| {
+                self.ctx.embeddings_ith(i as i32).map_err(|e| {
+                    format!(
+                        "no embedding for token {} of sequence {seq_id}: {e}",
+                        i - start
+                    )
+                })
+            };
+            let mut v = match self.shape.pooling {
+                Pooling::Cls => row(start)?.to_vec(),
+                Pooling::Last => row(start + tokens.len() - 1)?.to_vec(),
+                Pooling::Mean | Pooling::Model => {
+                    let mut sum = vec![0f64; dims];
+                    for i in start..start + tokens.len() {
+                        for (s, x) in sum.iter_mut().zip(row(i)?) {
+                            *s += f64::from(*x);
+                        }
+                    }
+                    let n = tokens.len() as f64;
+                    sum.iter().map(|s| (s / n) as f32).collect()
+                }
+            };
+            if v.len() != dims {
+                return Err(format!(
+                    "token rows of {} values, the model has {dims} dimensions",
+                    v.len()
+                ));
+            }
+            if self.shape.normalize == Normalize::L2 {
+                l2_normalize(&mut v);
+            }
+            out.push(v);
+            start += tokens.len();
+        }
+        Ok(out)
+    }
+
     fn validate(&self, sequences: &[&[LlamaToken]], total: usize) -> Result<()> {
         if sequences.is_empty() {
             return Err(Error::Config("a batch needs at least one sequence".into()));
+        }
+        if let Some(cap) = self.shape.mode.shared_decode_cap() {
+            if sequences.len() > 1 && total > cap {
+                return Err(Error::Config(format!(
+                    "{} sequences with {total} tokens in one decode: in exact mode texts share a decode only up to {cap} tokens",
+                    sequences.len()
+                )));
+            }
         }
         if sequences.len() > self.shape.max_sequences {
             return Err(Error::Config(format!(

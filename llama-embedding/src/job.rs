@@ -38,9 +38,42 @@ pub struct VectorSettings {
     /// Sequence alignment in a batch (runs before it existed used 8).
     #[serde(default = "default_align")]
     pub token_align: usize,
-    /// Flash attention (fast mode); runs before it existed had it off.
+    /// Flash attention (exact and fast modes); runs before it existed had it off.
     #[serde(default)]
     pub flash_attention: bool,
+    /// The engine mode; runs made before the exact mode have none and are read by
+    /// [`VectorSettings::engine_mode`] from the two fields above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::engine::EngineMode>,
+}
+
+impl VectorSettings {
+    /// The mode these vectors were made with: recorded, or for older runs aligned (flash
+    /// attention off) or fast (on).
+    pub fn engine_mode(&self) -> crate::engine::EngineMode {
+        use crate::engine::EngineMode;
+        self.mode.unwrap_or(if self.flash_attention {
+            EngineMode::Fast
+        } else {
+            EngineMode::Aligned
+        })
+    }
+
+    /// A [`BatchConfig`] with this batch plan and mode (the rest from `config`).
+    pub fn apply_to(&self, config: BatchConfig) -> BatchConfig {
+        let mode = self.engine_mode();
+        let config = config
+            .with_batch_size(self.batch_size)
+            .with_token_budget(self.token_budget)
+            .with_window(self.window)
+            .with_sort_by_length(self.sort_by_length)
+            .with_mode(mode);
+        if mode == crate::engine::EngineMode::Aligned {
+            config.with_token_align(self.token_align)
+        } else {
+            config
+        }
+    }
 }
 
 fn default_align() -> usize {
@@ -155,11 +188,12 @@ fn vector_settings(model: &EmbeddingModel, config: &BatchConfig) -> Result<Vecto
         pooling: model.effective_pooling(&config.embed)?,
         max_tokens: model.max_tokens(&config.embed)?,
         batch_size: config.batch_size,
-        token_budget: config.token_budget,
         window: config.window,
         sort_by_length: config.sort_by_length,
-        token_align: config.token_align,
-        flash_attention: config.flash_attention,
+        token_budget: config.effective_budget(),
+        token_align: config.effective_align(),
+        flash_attention: config.mode.flash_attention(),
+        mode: Some(config.mode),
     })
 }
 

@@ -55,6 +55,8 @@ pub mod store;
 #[cfg(feature = "engine")]
 pub mod versions;
 
+#[cfg(feature = "engine")]
+pub use engine::EngineMode;
 pub use error::{Error, ItemError, ItemErrorKind, Result};
 pub use item::{EmbeddingResult, ItemFailure, ItemId, ItemOutcome, Position, SourceItem};
 #[cfg(feature = "engine")]

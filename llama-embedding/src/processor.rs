@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use llama_cpp_2::token::LlamaToken;
 
 use crate::batcher::{Batcher, Packable, TokenBudget};
-use crate::engine::{ContextShape, EmbeddingContext, LLAMA_MAX_SEQ};
+use crate::engine::{ContextShape, EmbeddingContext, EngineMode, LLAMA_MAX_SEQ};
 use crate::error::{Error, ItemError, ItemErrorKind, Result};
 use crate::item::{EmbeddingResult, ItemFailure, ItemId, ItemOutcome, Position, SourceItem};
 use crate::model::{EmbedOptions, EmbeddingModel};
@@ -81,13 +81,14 @@ pub struct BatchConfig {
     pub skip_blank_lines: bool,
     /// Carry each item's text to the results (for stores that keep it). Default false.
     pub keep_text: bool,
-    /// Token alignment of sequences in a batch (8 default; 16: byte-identical vectors across
-    /// batch compositions also for rare long texts, ~20% slower). See specification/embedding.md.
+    /// How the engine batches (see [`EngineMode`] and specification/embedding.md): `Exact`
+    /// (default; several texts share a decode only up to 63 tokens, whatever the budget),
+    /// `Aligned` (the earlier exact mode: padding to `token_align`, no flash attention) or
+    /// `Fast` (a text's vector varies with its batch in the last bits).
+    pub mode: EngineMode,
+    /// Token alignment of each text in `Aligned` mode (8 default; 16: byte-identical vectors
+    /// across batch compositions also for rare long texts). The other modes align to 1.
     pub token_align: usize,
-    /// llama.cpp's flash attention. With `token_align` 1 this is the fast mode (`--fast`):
-    /// faster, but a text's vector then varies with its batch in the last bits (up to ~3e-4
-    /// per component; cosine to the exact vector > 0.9999). Default false.
-    pub flash_attention: bool,
 }
 
 impl Default for BatchConfig {
@@ -107,8 +108,8 @@ impl Default for BatchConfig {
             embed: EmbedOptions::default(),
             skip_blank_lines: false,
             keep_text: false,
+            mode: EngineMode::Exact,
             token_align: crate::engine::TOKEN_ALIGN,
-            flash_attention: false,
         }
     }
 }
@@ -142,8 +143,24 @@ impl BatchConfig {
         with_embed: embed: EmbedOptions,
         with_skip_blank_lines: skip_blank_lines: bool,
         with_keep_text: keep_text: bool,
+        with_mode: mode: EngineMode,
         with_token_align: token_align: usize,
-        with_flash_attention: flash_attention: bool,
+    }
+
+    /// The alignment the engine gets: `token_align` in `Aligned` mode, else 1.
+    pub fn effective_align(&self) -> usize {
+        if self.mode == EngineMode::Aligned {
+            self.token_align
+        } else {
+            1
+        }
+    }
+
+    /// Tokens per decode the batcher packs to: the budget, capped in `Exact` mode (a text
+    /// longer than that still gets a decode of its own).
+    pub fn effective_budget(&self) -> usize {
+        let b = self.token_budget.max(1);
+        self.mode.shared_decode_cap().map_or(b, |cap| b.min(cap))
     }
 
     pub fn with_threads_per_worker(mut self, n: usize) -> Self {
@@ -200,9 +217,11 @@ impl BatchConfig {
         if self.token_budget == 0 {
             return bad("the token budget must be at least 1 token".into());
         }
-        if !crate::engine::valid_align(self.token_align) {
+        if !crate::engine::valid_align(self.token_align)
+            || (self.mode == EngineMode::Aligned && self.token_align == 1)
+        {
             return bad(format!(
-                "token alignment must be 1, 8, 16, 32 or 64, not {}",
+                "token alignment must be 8, 16, 32 or 64 (or 1 outside the aligned mode), not {}",
                 self.token_align
             ));
         }
@@ -527,7 +546,7 @@ impl Run {
         let max_tokens = model.max_tokens(&embed)?;
         let pooling = model.effective_pooling(&embed)?;
         let mut workers = config.workers;
-        let mut budget = config.token_budget.max(1);
+        let mut budget = config.effective_budget();
         let mut memory = config.memory_monitoring.then(MemoryProbe::new);
 
         // Up front: would the contexts fit the memory limit? Shrink the shape until they do.
@@ -564,8 +583,8 @@ impl Run {
             threads: config.threads_for(workers),
             pooling,
             normalize: embed.normalize,
-            align: config.token_align,
-            flash_attention: config.flash_attention,
+            mode: config.mode,
+            align: config.effective_align(),
         };
         let window = config.window;
         let max_ahead = 2 * window as u64 + config.batch_size as u64;
@@ -625,7 +644,7 @@ impl Run {
             };
             let sort = config.sort_by_length;
             let keep_text = config.keep_text;
-            let align = config.token_align;
+            let align = config.effective_align();
             threads.push(spawn(
                 "llama-embed-tokenizer",
                 Box::new(move || {

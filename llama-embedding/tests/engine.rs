@@ -4,6 +4,7 @@
 mod common;
 
 use llama_embedding::engine::{cosine, ContextShape, EmbeddingContext};
+use llama_embedding::EngineMode;
 use llama_embedding::{
     BatchConfig, BatchProcessor, EmbedOptions, ErrorStrategy, ItemErrorKind, ItemOutcome,
     Normalize, Pooling,
@@ -75,6 +76,8 @@ fn docstrings_2000_match_sentence_transformers() {
     assert!(min.0 >= 0.9999, "min cosine {} at line {}", min.0, min.1);
 }
 
+/// The default exact mode: every vector bit-identical whatever the batch, long texts (which
+/// get a decode of their own) included.
 #[test]
 fn batch_size_does_not_change_vectors() {
     let Some(model) = common::reference_model("batch invariance") else {
@@ -82,29 +85,63 @@ fn batch_size_does_not_change_vectors() {
     };
     let text = std::fs::read_to_string(common::shared_dir().join("reference/docstrings-2000.txt"))
         .unwrap();
-    let lines: Vec<String> = text.lines().take(300).map(str::to_string).collect();
+    // The first 200 docstrings and the 100 longest (each of those gets a decode of its own).
+    let mut lines: Vec<String> = text.lines().take(200).map(str::to_string).collect();
+    let mut by_length: Vec<&str> = text.lines().skip(200).collect();
+    by_length.sort_by_key(|l| std::cmp::Reverse(l.len()));
+    lines.extend(by_length.iter().take(100).map(|l| l.to_string()));
+    let n_long = lines
+        .iter()
+        .filter(|l| {
+            let opts = EmbedOptions::default().with_max_tokens(512);
+            model.tokenize(l, &opts, 512).unwrap().tokens.len() >= 64
+        })
+        .count();
+    assert!(n_long >= 30, "only {n_long} texts of 64+ tokens");
     let base = embed_all(
         model.clone(),
         lines.clone(),
         BatchConfig::default().with_batch_size(1),
     );
-    for bs in [8, 32, 64] {
-        for workers in [1, 2] {
-            let cfg = BatchConfig::default()
-                .with_batch_size(bs)
-                .with_token_budget(2048)
-                .with_workers(workers);
-            let got = embed_all(model.clone(), lines.clone(), cfg);
-            let max_diff = base
-                .iter()
-                .zip(&got)
-                .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
-                .fold(0f32, f32::max);
-            assert!(
-                max_diff <= 1e-5,
-                "batch size {bs}, {workers} workers: max abs diff {max_diff}"
-            );
-        }
+    let plans = [
+        (8, 63, 2, true),
+        (32, 40, 1, false),
+        (64, 63, 2, false),
+        (64, 17, 1, true),
+    ];
+    for (bs, budget, workers, sort) in plans {
+        let cfg = BatchConfig::default()
+            .with_batch_size(bs)
+            .with_token_budget(budget)
+            .with_workers(workers)
+            .with_sort_by_length(sort);
+        let got = embed_all(model.clone(), lines.clone(), cfg);
+        let differ = base.iter().zip(&got).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            differ, 0,
+            "batch size {bs}, budget {budget}, {workers} workers, sort {sort}: {differ} of 300 vectors differ from batch size 1"
+        );
+    }
+    // The aligned mode (no flash attention, padding to 8): the same to 1e-5 even in decodes of
+    // 2048 tokens.
+    let aligned = |bs: usize, budget: usize| {
+        BatchConfig::default()
+            .with_mode(EngineMode::Aligned)
+            .with_batch_size(bs)
+            .with_token_budget(budget)
+    };
+    let base = embed_all(model.clone(), lines.clone(), aligned(1, 128));
+    for bs in [8, 64] {
+        let got = embed_all(model.clone(), lines.clone(), aligned(bs, 2048));
+        let max_diff = base
+            .iter()
+            .zip(&got)
+            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .fold(0f32, f32::max);
+        assert!(
+            max_diff <= 1e-5,
+            "aligned, batch size {bs}: max abs diff {max_diff}"
+        );
     }
 }
 
@@ -163,8 +200,8 @@ fn engine_rejects_batches_llama_cpp_would_abort_on() {
         threads: 1,
         pooling: Pooling::Mean,
         normalize: Normalize::L2,
+        mode: EngineMode::Aligned,
         align: llama_embedding::engine::TOKEN_ALIGN,
-        flash_attention: false,
     };
     let mut ctx = EmbeddingContext::new(&model, shape.clone()).unwrap();
     let t = |ids: &[i32]| {
@@ -195,13 +232,45 @@ fn engine_rejects_batches_llama_cpp_would_abort_on() {
     assert_eq!(v[0], v[1]);
     let too_many = ContextShape {
         max_sequences: 249,
-        ..shape
+        ..shape.clone()
     };
     assert!(EmbeddingContext::new(&model, too_many)
         .err()
         .unwrap()
         .to_string()
         .contains("between 1 and 248"));
+
+    // Exact mode: texts share a decode only below ggml's flash-attention tile (64 tokens).
+    let exact = ContextShape {
+        max_batch_tokens: 100,
+        mode: EngineMode::Exact,
+        align: 1,
+        ..shape
+    };
+    let mut ctx = EmbeddingContext::new(&model, exact.clone()).unwrap();
+    let forty = t(&[5; 40]);
+    let e = err(ctx.embed(&[&forty, &forty]));
+    assert!(e.contains("2 sequences with 80 tokens in one decode: in exact mode texts share a decode only up to 63 tokens"), "{e}");
+    let ninety = t(&[5; 90]);
+    let (alone, _) = ctx.embed(&[&ninety]).unwrap();
+    let (pair, _) = ctx.embed(&[&a, &forty]).unwrap();
+    let (single, _) = ctx.embed(&[&forty]).unwrap();
+    assert_eq!(pair[1], single[0], "a text's vector depends on its batch");
+    assert_eq!(alone.len(), 1);
+    let aligned_only = ContextShape {
+        align: 8,
+        ..exact.clone()
+    };
+    assert!(EmbeddingContext::new(&model, aligned_only).is_err());
+    let model_pooling = ContextShape {
+        pooling: Pooling::Model,
+        ..exact
+    };
+    assert!(EmbeddingContext::new(&model, model_pooling)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("pools itself"));
 }
 
 #[test]

@@ -192,7 +192,7 @@ fn configuration_is_validated_with_clear_messages() {
         ),
         (
             BatchConfig::default().with_token_align(12),
-            "token alignment must be 1, 8, 16, 32 or 64, not 12",
+            "token alignment must be 8, 16, 32 or 64 (or 1 outside the aligned mode), not 12",
         ),
         (
             BatchConfig::default().with_error_threshold(0),
