@@ -91,6 +91,60 @@ fn end_to_end(c: &mut Criterion) {
             }
         })
     });
+    // The engine alone at the default split: one context per worker thread, taking the next
+    // pre-tokenised, pre-packed batch from a shared counter (no reading, tokenising, reordering
+    // or output).
+    let workers = BatchConfig::default().workers;
+    let packed: Vec<Vec<Vec<llama_cpp_2::token::LlamaToken>>> = {
+        let mut bt = Batcher::new(budget, 256, true);
+        let mut batches = Vec::new();
+        for t in &tokens {
+            batches.extend(bt.push(Tok(t.0, t.1.clone())));
+        }
+        batches.extend(bt.flush());
+        batches
+            .into_iter()
+            .map(|b| b.into_iter().map(|t| t.1).collect())
+            .collect()
+    };
+    g.bench_function("engine_alone_default_workers", |b| {
+        let shape = ContextShape {
+            max_batch_tokens: 512,
+            max_sequences: 32,
+            threads: 1,
+            pooling: model.effective_pooling(&opts).unwrap(),
+            normalize: Normalize::L2,
+            mode: EngineMode::Exact,
+            align: 1,
+        };
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                let barrier = std::sync::Barrier::new(workers + 1);
+                let start = std::sync::Mutex::new(None);
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                std::thread::scope(|s| {
+                    for _ in 0..workers {
+                        let (model, shape, packed, barrier, next) =
+                            (&model, shape.clone(), &packed, &barrier, &next);
+                        s.spawn(move || {
+                            let mut ctx = EmbeddingContext::new(model, shape).unwrap();
+                            barrier.wait();
+                            let order = std::sync::atomic::Ordering::Relaxed;
+                            while let Some(batch) = packed.get(next.fetch_add(1, order)) {
+                                let seqs: Vec<&[_]> = batch.iter().map(Vec::as_slice).collect();
+                                black_box(ctx.embed(&seqs).unwrap());
+                            }
+                        });
+                    }
+                    barrier.wait();
+                    *start.lock().unwrap() = Some(std::time::Instant::now());
+                });
+                total += start.lock().unwrap().unwrap().elapsed();
+            }
+            total
+        })
+    });
     g.bench_function("pipeline_1x_all_threads", |b| {
         let cfg = BatchConfig::default()
             .with_workers(1)

@@ -36,7 +36,9 @@ pub fn reporter(quiet: bool, already_done: u64) -> Option<ProgressCallback> {
     } else {
         let mut last: Option<Instant> = None;
         Some(Box::new(move |p: &ProgressInfo| {
-            if p.done == 0 {
+            // The first seconds' rate is mostly start-up (contexts, first batches): no line
+            // before 3 s, so the first ETA is worth reading.
+            if p.done == 0 || p.elapsed_seconds < 3.0 {
                 return;
             }
             if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {

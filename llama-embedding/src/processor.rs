@@ -56,9 +56,9 @@ impl ErrorStrategy {
 pub struct BatchConfig {
     /// Most texts per decode (llama.cpp's `n_seq_max`). Default 32.
     pub batch_size: usize,
-    /// Packing target in tokens per decode. Default 128: without flash attention every token
-    /// attends over the whole batch (masked), so small batches waste less (measured in
-    /// specification/performance.md).
+    /// Packing target in tokens per decode. Default 128, which the exact mode (the default)
+    /// caps at 63 ([`BatchConfig::effective_budget`]); the fast and aligned modes use it as is
+    /// (small decodes win on CPU: specification/performance.md).
     pub token_budget: usize,
     /// Engine threads, each with its own llama.cpp context. Default: one per core, up to 8.
     pub workers: usize,
