@@ -91,15 +91,7 @@ pub struct ContextShape {
     pub align: usize,
 }
 
-/// Tokens a context is made for: room for the padding sequence (up to `TOKEN_ALIGN - 1`
-/// tokens), and a multiple of `n_seq_max` (`max_sequences + 1`), because llama.cpp's graph
-/// reservation aborts (GGML_ASSERT in ggml_can_mul_mat) when `n_ubatch` is not one.
-/// Tokens a sequence takes in a batch, padding included.
-pub fn aligned_len(n: usize) -> usize {
-    aligned_len_to(n, TOKEN_ALIGN)
-}
-
-/// Tokens a sequence takes with alignment `align`.
+/// Tokens a sequence takes in a batch with alignment `align`, padding included.
 pub fn aligned_len_to(n: usize, align: usize) -> usize {
     n.next_multiple_of(align)
 }
@@ -110,6 +102,9 @@ pub fn valid_align(align: usize) -> bool {
     matches!(align, 1 | 8 | 16 | 32 | 64)
 }
 
+/// Tokens a context is made for: the batch rounded up to the alignment (room for padding), and a
+/// multiple of `n_seq_max`, because llama.cpp's graph reservation aborts (GGML_ASSERT in
+/// ggml_can_mul_mat) when `n_ubatch` is not one.
 pub fn context_tokens(max_batch_tokens: usize, n_seq: usize, align: usize) -> usize {
     fn gcd(a: usize, b: usize) -> usize {
         if b == 0 {

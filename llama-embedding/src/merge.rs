@@ -7,8 +7,8 @@
 //! head of its shard's output: no sorting, memory independent of the corpus. An item whose row
 //! is not at the head is failed in its shard (it is in that shard's errors file) or missing;
 //! rows left over at the end are duplicates or strays. The merged file has the ids, order and
-//! rows of one unsharded run; byte for byte with `--token-align 16` (at the default 8 a rare
-//! long text can differ by 1 ulp: specification/embedding.md).
+//! rows of one unsharded run, byte for byte in the default exact mode (shards batch their texts
+//! differently, which changes no vector: specification/embedding.md).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
