@@ -20,18 +20,6 @@ fn continue_run(model: &Path, flag: &str, run_dir: &Path, extra: &[&str]) -> std
         .arg(run_dir))
 }
 
-fn embed_args(model: &Path, input: &Path, out: &Path, run: &Path) -> std::process::Command {
-    let mut c = bin();
-    c.args(["embed", "-q", "-m"])
-        .arg(model)
-        .arg(input)
-        .arg("-o")
-        .arg(out)
-        .arg("--run-dir")
-        .arg(run);
-    c
-}
-
 #[test]
 fn sample_text_to_jsonl_matches_sentence_transformers() {
     let Some(model) = minilm("cli check8") else {
@@ -594,12 +582,8 @@ fn fast_mode_is_close_to_exact_and_resumes_identically() {
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x["id"], y["id"]);
         let (u, v) = (vector(x), vector(y));
-        let dot: f64 = u
-            .iter()
-            .zip(&v)
-            .map(|(p, q)| f64::from(*p) * f64::from(*q))
-            .sum();
-        assert!(dot > 0.9999, "item {}: cosine {dot}", x["id"]);
+        let c = cosine(&u, &v);
+        assert!(c > 0.9999, "item {}: cosine {c}", x["id"]);
         let worst = u
             .iter()
             .zip(&v)
@@ -651,12 +635,8 @@ fn fast_mode_is_close_to_exact_and_resumes_identically() {
     let mut differ = 0;
     for (x, y) in a.iter().zip(&c) {
         let (u, v) = (vector(x), vector(y));
-        let dot: f64 = u
-            .iter()
-            .zip(&v)
-            .map(|(p, q)| f64::from(*p) * f64::from(*q))
-            .sum();
-        assert!(dot > 0.9999, "item {}: cosine {dot}", x["id"]);
+        let c = cosine(&u, &v);
+        assert!(c > 0.9999, "item {}: cosine {c}", x["id"]);
         differ += usize::from(u != v);
     }
     assert!(differ > 0, "aligned and exact vectors are all identical");

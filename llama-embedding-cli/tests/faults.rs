@@ -50,15 +50,7 @@ fn disk_full_is_a_clear_error_and_the_run_resumes_identically_after_space_is_fre
     std::fs::write(&input, corpus(4000)).unwrap();
     let extra = ["--save-every", "256", "--window", "64"];
     let reference = dir.join("ref.jsonl");
-    let o = run(bin()
-        .args(["embed", "-q", "-m"])
-        .arg(&model)
-        .arg(&input)
-        .arg("-o")
-        .arg(&reference)
-        .arg("--run-dir")
-        .arg(dir.join("ref"))
-        .args(extra));
+    let o = run(embed_args(&model, &input, &reference, &dir.join("ref")).args(extra));
     assert!(o.status.success(), "{}", stderr(&o));
     let full_size = std::fs::metadata(&reference).unwrap().len();
 
@@ -68,30 +60,15 @@ fn disk_full_is_a_clear_error_and_the_run_resumes_identically_after_space_is_fre
     };
     let out = fs.0.join("out.jsonl");
     let run_dir = fs.0.join("run");
-    let o = run(bin()
-        .args(["embed", "-q", "-m"])
-        .arg(&model)
-        .arg(&input)
-        .arg("-o")
-        .arg(&out)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .args(extra));
+    let o = run(embed_args(&model, &input, &out, &run_dir).args(extra));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("No space left on device"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
 
     // The last checkpoint is valid and covers a prefix of the reference, byte for byte.
-    let st = llama_embedding::job::run_status(&run_dir).unwrap();
-    assert!(st.done > 0 && st.done < 4000, "{} done", st.done);
-    let (cp, _) = llama_embedding::rundir::load_checkpoint(&run_dir).unwrap();
-    let covered = cp.unwrap().output.files[0].1 as usize;
+    checkpoint_is_a_prefix(&run_dir, &out, &reference, 4000);
     let reference_bytes = std::fs::read(&reference).unwrap();
-    assert_eq!(
-        &std::fs::read(&out).unwrap()[..covered],
-        &reference_bytes[..covered]
-    );
 
     // Space freed: resume completes to exactly the uninterrupted output.
     fs.resize(&format!("{}", full_size * 4));
@@ -116,15 +93,7 @@ fn disk_full_while_checkpointing_keeps_the_last_checkpoint_and_resumes_identical
     std::fs::write(&input, corpus(n as usize)).unwrap();
     let extra = ["--save-every", "64", "--window", "64"];
     let reference = dir.join("ref.jsonl");
-    let o = run(bin()
-        .args(["embed", "-q", "-m"])
-        .arg(&model)
-        .arg(&input)
-        .arg("-o")
-        .arg(&reference)
-        .arg("--run-dir")
-        .arg(dir.join("ref"))
-        .args(extra));
+    let o = run(embed_args(&model, &input, &reference, &dir.join("ref")).args(extra));
     assert!(o.status.success(), "{}", stderr(&o));
 
     // 160 KiB for the run directory: items.db and its WAL outgrow it part way.
@@ -133,15 +102,7 @@ fn disk_full_while_checkpointing_keeps_the_last_checkpoint_and_resumes_identical
     };
     let run_dir = fs.0.join("run");
     let out = dir.join("out.jsonl");
-    let o = run(bin()
-        .args(["embed", "-q", "-m"])
-        .arg(&model)
-        .arg(&input)
-        .arg("-o")
-        .arg(&out)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .args(extra));
+    let o = run(embed_args(&model, &input, &out, &run_dir).args(extra));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -151,16 +112,9 @@ fn disk_full_while_checkpointing_keeps_the_last_checkpoint_and_resumes_identical
     assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
 
     // The last good checkpoint: a prefix of the reference, and items.db agrees with it.
-    let st = llama_embedding::job::run_status(&run_dir).unwrap();
-    assert!(st.done > 0 && st.done < n, "{} done", st.done);
+    let st = checkpoint_is_a_prefix(&run_dir, &out, &reference, n);
     assert_eq!(st.items.unwrap().done, st.done);
-    let (cp, _) = llama_embedding::rundir::load_checkpoint(&run_dir).unwrap();
-    let covered = cp.unwrap().output.files[0].1 as usize;
     let reference_bytes = std::fs::read(&reference).unwrap();
-    assert_eq!(
-        &std::fs::read(&out).unwrap()[..covered],
-        &reference_bytes[..covered]
-    );
 
     fs.resize("64m");
     let o = run(bin().args(["embed", "-q", "--resume"]).arg(&run_dir));
@@ -343,15 +297,7 @@ fn twenty_kills_or_more_then_resume_gives_identical_output() {
     let extra = ["--save-every", "64", "--window", "64", "--workers", "2"];
     let reference = dir.join("ref.jsonl");
     let started = std::time::Instant::now();
-    let o = run(bin()
-        .args(["embed", "-q", "-m"])
-        .arg(&model)
-        .arg(&input)
-        .arg("-o")
-        .arg(&reference)
-        .arg("--run-dir")
-        .arg(dir.join("ref"))
-        .args(extra));
+    let o = run(embed_args(&model, &input, &reference, &dir.join("ref")).args(extra));
     assert!(o.status.success(), "{}", stderr(&o));
     let took_ms = started.elapsed().as_millis() as u64;
     let out = dir.join("killed.jsonl");
@@ -389,4 +335,23 @@ fn twenty_kills_or_more_then_resume_gives_identical_output() {
         st["items"],
         serde_json::json!({"done": 20_000, "failed": 0, "pending": 0})
     );
+}
+
+/// A stopped run's last checkpoint covers some but not all of the `total` items, and the output
+/// up to the checkpoint's length is the reference's first bytes.
+fn checkpoint_is_a_prefix(
+    run_dir: &Path,
+    out: &Path,
+    reference: &Path,
+    total: u64,
+) -> llama_embedding::job::RunStatus {
+    let st = llama_embedding::job::run_status(run_dir).unwrap();
+    assert!(st.done > 0 && st.done < total, "{} done", st.done);
+    let (cp, _) = llama_embedding::rundir::load_checkpoint(run_dir).unwrap();
+    let covered = cp.unwrap().output.files[0].1 as usize;
+    assert_eq!(
+        &std::fs::read(out).unwrap()[..covered],
+        &std::fs::read(reference).unwrap()[..covered]
+    );
+    st
 }

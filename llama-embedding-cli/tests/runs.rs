@@ -287,8 +287,7 @@ fn interrupted_versions_resume_and_continue() {
     )
     .unwrap();
     let ids_arg = format!("@{}", ids.display());
-    let mut c = bin();
-    c.args([
+    let rerun = [
         "runs",
         "rerun",
         "t",
@@ -297,8 +296,9 @@ fn interrupted_versions_resume_and_continue() {
         "p: ",
         "-q",
         "--runs-dir",
-    ])
-    .arg(&root);
+    ];
+    let mut c = bin();
+    c.args(rerun).arg(&root);
     assert_eq!(sigterm_after(c, 1500), Some(130));
     let o = run(bin()
         .args(["runs", "compare", "t", "v0", "v1", "--runs-dir"])
@@ -308,18 +308,7 @@ fn interrupted_versions_resume_and_continue() {
         .args(["runs", "rerun", "t", "--continue", "v1", "-q", "--runs-dir"])
         .arg(&root));
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(bin()
-        .args([
-            "runs",
-            "rerun",
-            "t",
-            &ids_arg,
-            "--prefix",
-            "p: ",
-            "-q",
-            "--runs-dir",
-        ])
-        .arg(&root));
+    let o = run(bin().args(rerun).arg(&root));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         std::fs::read(root.join("t/v1/output.jsonl")).unwrap()

@@ -452,7 +452,7 @@ pub fn run_job(
             checkpoint.as_ref().map(|c| &c.output),
         )?);
     }
-    let mut sink: Box<dyn Sink> = match sinks.len() {
+    let sink: Box<dyn Sink> = match sinks.len() {
         1 => sinks.pop().expect("one sink"),
         0 => {
             return Err(Error::Config(
@@ -461,23 +461,23 @@ pub fn run_job(
         }
         _ => Box::new(MultiSink(sinks)),
     };
-    let mut errors = ErrorFile::open(&dir, rundir::ERRORS, checkpoint.as_ref().map(|c| &c.errors))
+    let errors = ErrorFile::open(&dir, rundir::ERRORS, checkpoint.as_ref().map(|c| &c.errors))
         .map_err(io(&dir.join(rundir::ERRORS)))?;
     let before = checkpoint.clone().unwrap_or_default();
     let start = before.items_done;
     // Per-item states: rows a kill left past the checkpoint are redone.
-    let mut items_db = ItemsDb::open(&dir)?;
-    items_db.reconcile(start)?;
-    let mut item_rows: Vec<ItemRow> = Vec::new();
-    // Make the empty (or truncated-to-checkpoint) state durable before any new work.
-    let mut last = Checkpoint {
-        items_done: start,
-        output: sink.flush().map_err(io(&dir))?,
-        errors: errors.flush().map_err(io(&dir))?,
-        stats: before.stats.clone(),
-        written_at: rundir::now(),
+    let mut db = ItemsDb::open(&dir)?;
+    db.reconcile(start)?;
+    let mut out = Durable {
+        dir: dir.clone(),
+        sink,
+        errors,
+        pending: Vec::with_capacity(job.config.batch_size),
+        db,
+        rows: Vec::new(),
     };
-    rundir::save_checkpoint(&dir, &last)?;
+    // Make the empty (or truncated-to-checkpoint) state durable before any new work.
+    let mut last = out.checkpoint(start, &before.stats)?;
     if resume {
         // Status and resume count changed above; a fresh run's metadata is already written.
         rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
@@ -501,48 +501,23 @@ pub fn run_job(
     let mut run =
         processor.process_items_from(source, total.map(|t| t.saturating_sub(start)), start)?;
 
-    let mut pending: Vec<EmbeddingResult> = Vec::with_capacity(job.config.batch_size);
     let mut since_save = Instant::now();
     let mut items_since_save = 0u64;
     let mut end = JobEnd::Completed;
     let mut fatal: Option<Error> = None;
-    // Outputs durable, then the item states, then the checkpoint that covers both.
-    let checkpoint_now = |sink: &mut Box<dyn Sink>,
-                          errors: &mut ErrorFile,
-                          pending: &mut Vec<EmbeddingResult>,
-                          db: &mut ItemsDb,
-                          rows: &mut Vec<ItemRow>,
-                          done: u64,
-                          stats: &BatchStats|
-     -> Result<Checkpoint> {
-        sink.write_batch(pending).map_err(io(&dir))?;
-        pending.clear();
-        let c = Checkpoint {
-            items_done: done,
-            output: sink.flush().map_err(io(&dir))?,
-            errors: errors.flush().map_err(io(&dir))?,
-            stats: stats.clone(),
-            written_at: rundir::now(),
-        };
-        db.record(rows)?;
-        rows.clear();
-        rundir::save_checkpoint(&dir, &c)?;
-        Ok(c)
-    };
     loop {
         let Some(outcome) = run.next() else { break };
         if let Ok(o) = &outcome {
-            item_rows.push(ItemRow::of(o));
+            out.rows.push(ItemRow::of(o));
         }
         match outcome {
             Ok(ItemOutcome::Embedded(r)) => {
-                pending.push(r);
-                if pending.len() >= 256 {
-                    sink.write_batch(&pending).map_err(io(&dir))?;
-                    pending.clear();
+                out.pending.push(r);
+                if out.pending.len() >= 256 {
+                    out.write_pending()?;
                 }
             }
-            Ok(ItemOutcome::Failed(f)) => errors.write(&f).map_err(io(&dir))?,
+            Ok(ItemOutcome::Failed(f)) => out.errors.write(&f).map_err(io(&dir))?,
             Err(e) => {
                 fatal = Some(e);
                 break;
@@ -560,15 +535,7 @@ pub fn run_job(
                 });
             if due || stopping {
                 let stats = merged(&before.stats, run.stats());
-                last = checkpoint_now(
-                    &mut sink,
-                    &mut errors,
-                    &mut pending,
-                    &mut items_db,
-                    &mut item_rows,
-                    done,
-                    &stats,
-                )?;
+                last = out.checkpoint(done, &stats)?;
                 since_save = Instant::now();
                 items_since_save = 0;
                 meta.updated_at = rundir::now();
@@ -601,32 +568,15 @@ pub fn run_job(
     drop(run);
     let stats = merged(&before.stats, &processor.stats());
     if end == JobEnd::Completed {
-        sink.write_batch(&pending).map_err(io(&dir))?;
-        pending.clear();
-        sink.finish(&stats.to_json()).map_err(io(&dir))?;
-        last = checkpoint_now(
-            &mut sink,
-            &mut errors,
-            &mut pending,
-            &mut items_db,
-            &mut item_rows,
-            done,
-            &stats,
-        )?;
-        sink.cleanup().map_err(io(&dir))?;
+        out.write_pending()?;
+        out.sink.finish(&stats.to_json()).map_err(io(&dir))?;
+        last = out.checkpoint(done, &stats)?;
+        out.sink.cleanup().map_err(io(&dir))?;
         meta.status = "completed".into();
         meta.finished_at = Some(rundir::now());
     } else if end == JobEnd::StoppedByErrors {
         // Everything up to the failure is consistent (in order): keep it.
-        last = checkpoint_now(
-            &mut sink,
-            &mut errors,
-            &mut pending,
-            &mut items_db,
-            &mut item_rows,
-            done,
-            &stats,
-        )?;
+        last = out.checkpoint(done, &stats)?;
         meta.status = "stopped".into();
     } else {
         meta.status = "stopped".into();
@@ -655,6 +605,46 @@ pub fn run_job(
         resumed_over: start,
         message,
     })
+}
+
+/// What a checkpoint covers, made durable in this order: the output rows (sink), the errors
+/// file, the item states, then the checkpoint itself.
+struct Durable {
+    dir: PathBuf,
+    sink: Box<dyn Sink>,
+    errors: ErrorFile,
+    /// Embedded rows not yet handed to the sink.
+    pending: Vec<EmbeddingResult>,
+    db: ItemsDb,
+    /// Item states since the last checkpoint.
+    rows: Vec<ItemRow>,
+}
+
+impl Durable {
+    fn write_pending(&mut self) -> Result<()> {
+        self.sink
+            .write_batch(&self.pending)
+            .map_err(|e| Error::io(&self.dir, e))?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Outputs durable, then the item states, then the checkpoint that covers both.
+    fn checkpoint(&mut self, done: u64, stats: &BatchStats) -> Result<Checkpoint> {
+        self.write_pending()?;
+        let io = |e| Error::io(&self.dir, e);
+        let c = Checkpoint {
+            items_done: done,
+            output: self.sink.flush().map_err(io)?,
+            errors: self.errors.flush().map_err(io)?,
+            stats: stats.clone(),
+            written_at: rundir::now(),
+        };
+        self.db.record(&self.rows)?;
+        self.rows.clear();
+        rundir::save_checkpoint(&self.dir, &c)?;
+        Ok(c)
+    }
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {

@@ -11,6 +11,19 @@ pub fn bin() -> Command {
     c
 }
 
+/// `llama-embed embed -q -m MODEL INPUT -o OUT --run-dir RUN`.
+pub fn embed_args(model: &Path, input: &Path, out: &Path, run: &Path) -> Command {
+    let mut c = bin();
+    c.args(["embed", "-q", "-m"])
+        .arg(model)
+        .arg(input)
+        .arg("-o")
+        .arg(out)
+        .arg("--run-dir")
+        .arg(run);
+    c
+}
+
 pub fn shared_dir() -> PathBuf {
     llama_embedding::fixtures::shared_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
 }
