@@ -64,6 +64,10 @@ fn disk_full_is_a_clear_error_and_the_run_resumes_identically_after_space_is_fre
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains(&format!("{}: ", out.display())),
+        "the error names the output file: {err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
 
     // The last checkpoint is valid and covers a prefix of the reference, byte for byte.

@@ -17,7 +17,7 @@ use crate::model::{EmbedOptions, EmbeddingModel, ModelFacts};
 use crate::processor::{BatchConfig, BatchProcessor, ErrorStrategy};
 use crate::reader::ItemSource;
 use crate::rundir::{self, Checkpoint, RunLock};
-use crate::sink::{open_sink, Dtype, ErrorFile, MultiSink, OutputFormat, Sink};
+use crate::sink::{open_sink, Dtype, ErrorFile, OutputFormat, Sink, SinkState};
 use crate::stats::{BatchStats, ProgressInfo};
 use crate::store::{StoreModel, StoreSpec};
 use crate::versions::VersionInfo;
@@ -419,9 +419,10 @@ pub fn run_job(
         let p = p.to_path_buf();
         move |e| Error::io(p, e)
     };
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut sinks: Vec<(PathBuf, Box<dyn Sink>)> = Vec::new();
     if meta.file_output {
-        sinks.push(
+        sinks.push((
+            output_path.clone(),
             open_sink(
                 format,
                 &out_dir,
@@ -432,7 +433,7 @@ pub fn run_job(
                 checkpoint.as_ref().map(|c| &c.output),
             )
             .map_err(io(&output_path))?,
-        );
+        ));
     }
     if let Some(spec) = &meta.store {
         if dtype != Dtype::F32 {
@@ -446,21 +447,16 @@ pub fn run_job(
             dims,
             settings: crate::store::store_settings(&settings),
         };
-        sinks.push(crate::store::open_store_sink(
-            spec,
-            &model,
-            checkpoint.as_ref().map(|c| &c.output),
-        )?);
+        sinks.push((
+            PathBuf::from(spec.display()),
+            crate::store::open_store_sink(spec, &model, checkpoint.as_ref().map(|c| &c.output))?,
+        ));
     }
-    let sink: Box<dyn Sink> = match sinks.len() {
-        1 => sinks.pop().expect("one sink"),
-        0 => {
-            return Err(Error::Config(
-                "the run has neither an output file nor a store".into(),
-            ))
-        }
-        _ => Box::new(MultiSink(sinks)),
-    };
+    if sinks.is_empty() {
+        return Err(Error::Config(
+            "the run has neither an output file nor a store".into(),
+        ));
+    }
     let errors = ErrorFile::open(&dir, rundir::ERRORS, checkpoint.as_ref().map(|c| &c.errors))
         .map_err(io(&dir.join(rundir::ERRORS)))?;
     let before = checkpoint.clone().unwrap_or_default();
@@ -470,7 +466,7 @@ pub fn run_job(
     db.reconcile(start)?;
     let mut out = Durable {
         dir: dir.clone(),
-        sink,
+        sinks: Outputs(sinks),
         errors,
         pending: Vec::with_capacity(job.config.batch_size),
         db,
@@ -517,7 +513,10 @@ pub fn run_job(
                     out.write_pending()?;
                 }
             }
-            Ok(ItemOutcome::Failed(f)) => out.errors.write(&f).map_err(io(&dir))?,
+            Ok(ItemOutcome::Failed(f)) => out
+                .errors
+                .write(&f)
+                .map_err(io(&dir.join(rundir::ERRORS)))?,
             Err(e) => {
                 fatal = Some(e);
                 break;
@@ -569,9 +568,9 @@ pub fn run_job(
     let stats = merged(&before.stats, &processor.stats());
     if end == JobEnd::Completed {
         out.write_pending()?;
-        out.sink.finish(&stats.to_json()).map_err(io(&dir))?;
+        out.sinks.each(|s| s.finish(&stats.to_json()))?;
         last = out.checkpoint(done, &stats)?;
-        out.sink.cleanup().map_err(io(&dir))?;
+        out.sinks.each(|s| s.cleanup())?;
         meta.status = "completed".into();
         meta.finished_at = Some(rundir::now());
     } else if end == JobEnd::StoppedByErrors {
@@ -607,11 +606,37 @@ pub fn run_job(
     })
 }
 
-/// What a checkpoint covers, made durable in this order: the output rows (sink), the errors
-/// file, the item states, then the checkpoint itself.
+/// The run's outputs, the file and/or the store, each with the name its errors carry (so a
+/// full disk under the output file names that file, not the run directory).
+struct Outputs(Vec<(PathBuf, Box<dyn Sink>)>);
+
+impl Outputs {
+    fn each(&mut self, mut f: impl FnMut(&mut dyn Sink) -> std::io::Result<()>) -> Result<()> {
+        for (name, sink) in &mut self.0 {
+            f(sink.as_mut()).map_err(|e| Error::io(name.as_path(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes every output durable: the rows are the first output's, the files all of theirs.
+    fn flush(&mut self) -> Result<SinkState> {
+        let mut state = SinkState::default();
+        for (i, (name, sink)) in self.0.iter_mut().enumerate() {
+            let st = sink.flush().map_err(|e| Error::io(name.as_path(), e))?;
+            if i == 0 {
+                state.rows = st.rows;
+            }
+            state.files.extend(st.files);
+        }
+        Ok(state)
+    }
+}
+
+/// What a checkpoint covers, made durable in this order: the outputs, the errors file, the
+/// item states, then the checkpoint itself.
 struct Durable {
     dir: PathBuf,
-    sink: Box<dyn Sink>,
+    sinks: Outputs,
     errors: ErrorFile,
     /// Embedded rows not yet handed to the sink.
     pending: Vec<EmbeddingResult>,
@@ -622,9 +647,8 @@ struct Durable {
 
 impl Durable {
     fn write_pending(&mut self) -> Result<()> {
-        self.sink
-            .write_batch(&self.pending)
-            .map_err(|e| Error::io(&self.dir, e))?;
+        let pending = &self.pending;
+        self.sinks.each(|s| s.write_batch(pending))?;
         self.pending.clear();
         Ok(())
     }
@@ -632,11 +656,13 @@ impl Durable {
     /// Outputs durable, then the item states, then the checkpoint that covers both.
     fn checkpoint(&mut self, done: u64, stats: &BatchStats) -> Result<Checkpoint> {
         self.write_pending()?;
-        let io = |e| Error::io(&self.dir, e);
         let c = Checkpoint {
             items_done: done,
-            output: self.sink.flush().map_err(io)?,
-            errors: self.errors.flush().map_err(io)?,
+            output: self.sinks.flush()?,
+            errors: self
+                .errors
+                .flush()
+                .map_err(|e| Error::io(self.dir.join(rundir::ERRORS), e))?,
             stats: stats.clone(),
             written_at: rundir::now(),
         };

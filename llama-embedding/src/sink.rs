@@ -611,33 +611,6 @@ pub fn open_sink(
     })
 }
 
-/// Several sinks fed the same results: an output file and a store. The checkpoint state is
-/// the sinks' files together (stores have none) and the first sink's row count.
-pub struct MultiSink(pub Vec<Box<dyn Sink>>);
-
-impl Sink for MultiSink {
-    fn write_batch(&mut self, items: &[EmbeddingResult]) -> io::Result<()> {
-        self.0.iter_mut().try_for_each(|s| s.write_batch(items))
-    }
-    fn flush(&mut self) -> io::Result<SinkState> {
-        let mut state = SinkState::default();
-        for (i, s) in self.0.iter_mut().enumerate() {
-            let st = s.flush()?;
-            if i == 0 {
-                state.rows = st.rows;
-            }
-            state.files.extend(st.files);
-        }
-        Ok(state)
-    }
-    fn finish(&mut self, summary: &Value) -> io::Result<()> {
-        self.0.iter_mut().try_for_each(|s| s.finish(summary))
-    }
-    fn cleanup(&mut self) -> io::Result<()> {
-        self.0.iter_mut().try_for_each(|s| s.cleanup())
-    }
-}
-
 /// The errors file (`errors.jsonl`): `id`, `error`, `error_type`, `line`, `byte`, `index`.
 pub struct ErrorFile {
     file: TrackedFile,
