@@ -310,12 +310,20 @@ impl<'m> EmbeddingContext<'m> {
         let mut start = 0usize;
         for (seq_id, tokens) in sequences.iter().enumerate() {
             let row = |i: usize| {
-                self.ctx.embeddings_ith(i as i32).map_err(|e| {
+                let r = self.ctx.embeddings_ith(i as i32).map_err(|e| {
                     format!(
                         "no embedding for token {} of sequence {seq_id}: {e}",
                         i - start
                     )
-                })
+                })?;
+                if r.len() == dims {
+                    Ok(r)
+                } else {
+                    Err(format!(
+                        "token rows of {} values, the model has {dims} dimensions",
+                        r.len()
+                    ))
+                }
             };
             let mut v = match self.shape.pooling {
                 Pooling::Cls => row(start)?.to_vec(),
@@ -331,12 +339,6 @@ impl<'m> EmbeddingContext<'m> {
                     sum.iter().map(|s| (s / n) as f32).collect()
                 }
             };
-            if v.len() != dims {
-                return Err(format!(
-                    "token rows of {} values, the model has {dims} dimensions",
-                    v.len()
-                ));
-            }
             if self.shape.normalize == Normalize::L2 {
                 l2_normalize(&mut v);
             }
