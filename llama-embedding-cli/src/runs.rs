@@ -227,6 +227,7 @@ fn rerun(a: RerunArgs) -> Result<u8> {
         .model
         .clone()
         .unwrap_or_else(|| base.model_path.to_string_lossy().into_owned());
+    llama_embedding::job::use_recorded_kernels(&base.vectors)?;
     let (model, source) = load_model(Some(&model_spec), &a.model, true)?;
     let embed = embed_options_over(base.vectors.embed.clone(), &a.model)?;
     let v = &base.vectors;

@@ -214,7 +214,7 @@ impl<'m> EmbeddingContext<'m> {
             let _guard = model.context_lock.lock().unwrap_or_else(|p| p.into_inner());
             model
                 .llama
-                .new_context(backend(), params)
+                .new_context(backend()?, params)
                 .map_err(|e| Error::Context {
                     reason: format!(
                         "{e}; {} tokens x {} sequences",

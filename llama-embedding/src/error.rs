@@ -20,6 +20,9 @@ pub enum Error {
     NotEmbeddingModel { path: PathBuf, architecture: String },
     #[error("llama.cpp could not load {path}: {reason}")]
     ModelLoad { path: PathBuf, reason: String },
+    /// No CPU kernel variant can be used, or the one asked for cannot.
+    #[error("{0}")]
+    Kernels(String),
     #[error("could not create a llama.cpp context ({reason})")]
     Context { reason: String },
     #[error("{0}")]

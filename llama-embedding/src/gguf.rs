@@ -118,6 +118,8 @@ pub struct TensorInfo {
 /// ggml tensor types this crate writes.
 pub const GGML_TYPE_F32: u32 = 0;
 pub const GGML_TYPE_F16: u32 = 1;
+pub const GGML_TYPE_Q8_0: u32 = 8;
+pub const GGML_TYPE_BF16: u32 = 30;
 
 /// (block size in elements, bytes per block) for ggml types, to check tensor extents.
 fn type_layout(ggml_type: u32) -> Option<(u64, u64)> {

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 
-use crate::gguf::{GgufWriter, Value, GGML_TYPE_F16, GGML_TYPE_F32};
+use crate::gguf::{
+    GgufWriter, Value, GGML_TYPE_BF16, GGML_TYPE_F16, GGML_TYPE_F32, GGML_TYPE_Q8_0,
+};
 
 /// Why an import failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,21 +33,71 @@ pub enum ImportError {
     Unsupported { dir: PathBuf, found: String },
 }
 
-/// Element type of the written weight matrices.
+/// Element type of the written weight matrices (1-D tensors, position and token-type
+/// embeddings stay f32 in every type, as llama.cpp's converter writes them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportType {
     F32,
     F16,
+    /// bfloat16, rounded to nearest even (as llama.cpp's converter and PyTorch round).
+    Bf16,
+    /// ggml's 8-bit blocks: 32 weights share one f16 scale (`quantize_row_q8_0_ref`).
+    Q8_0,
+}
+
+impl ImportType {
+    pub const ALL: [ImportType; 4] = [
+        ImportType::F32,
+        ImportType::F16,
+        ImportType::Bf16,
+        ImportType::Q8_0,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportType::F32 => "f32",
+            ImportType::F16 => "f16",
+            ImportType::Bf16 => "bf16",
+            ImportType::Q8_0 => "q8_0",
+        }
+    }
+
+    /// llama.cpp's `general.file_type` (`LLAMA_FTYPE_*`).
+    fn file_type(self) -> u32 {
+        match self {
+            ImportType::F32 => 0,
+            ImportType::F16 => 1,
+            ImportType::Q8_0 => 7,
+            ImportType::Bf16 => 32,
+        }
+    }
+
+    /// The GGML type and bytes of a weight matrix whose rows have `row_len` elements.
+    fn encode(self, values: &[f32], row_len: usize) -> (u32, Vec<u8>) {
+        match self {
+            ImportType::F32 => (GGML_TYPE_F32, f32_bytes(values)),
+            ImportType::F16 => (GGML_TYPE_F16, f16_bytes(values)),
+            ImportType::Bf16 => (GGML_TYPE_BF16, bf16_bytes(values)),
+            // A row that is not a whole number of blocks stays f16, as in the converter.
+            ImportType::Q8_0 if !row_len.is_multiple_of(32) => (GGML_TYPE_F16, f16_bytes(values)),
+            ImportType::Q8_0 => (GGML_TYPE_Q8_0, q8_0_bytes(values)),
+        }
+    }
+}
+
+impl std::fmt::Display for ImportType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl std::str::FromStr for ImportType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "f32" => Ok(ImportType::F32),
-            "f16" => Ok(ImportType::F16),
-            _ => Err(format!("unknown type {s:?} (expected f16 or f32)")),
-        }
+        ImportType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown type {s:?} (expected f32, f16, bf16 or q8_0)"))
     }
 }
 
@@ -164,10 +216,7 @@ pub fn import_model(
     w.add("bert.feed_forward_length", Value::U32(n_ff));
     w.add("bert.attention.head_count", Value::U32(n_head));
     w.add("bert.attention.layer_norm_epsilon", Value::F32(eps));
-    w.add(
-        "general.file_type",
-        Value::U32(if ty == ImportType::F16 { 1 } else { 0 }),
-    );
+    w.add("general.file_type", Value::U32(ty.file_type()));
     w.add("bert.attention.causal", Value::Bool(false));
     w.add("bert.pooling_type", Value::U32(pooling_id));
     w.add("general.quantization_version", Value::U32(2));
@@ -220,10 +269,11 @@ pub fn import_model(
             || gguf_name == "position_embd.weight"
             || gguf_name == "token_types.weight";
         let dims: Vec<u64> = tensor.shape.iter().rev().copied().collect();
-        let (ggml_type, data) = if keep_f32 || ty == ImportType::F32 {
+        let row_len = tensor.shape.last().copied().unwrap_or(0) as usize;
+        let (ggml_type, data) = if keep_f32 {
             (GGML_TYPE_F32, f32_bytes(&tensor.values))
         } else {
-            (GGML_TYPE_F16, f16_bytes(&tensor.values))
+            ty.encode(&tensor.values, row_len)
         };
         w.add_tensor(gguf_name, dims, ggml_type, data);
         count += 1;
@@ -410,9 +460,58 @@ fn f16_bytes(values: &[f32]) -> Vec<u8> {
         .collect()
 }
 
+/// Round-to-nearest-even to bfloat16 (NaN kept quiet), as llama.cpp's converter does.
+fn bf16_bytes(values: &[f32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+        .collect()
+}
+
+/// ggml's reference Q8_0 quantiser (`quantize_row_q8_0_ref`): per block of 32, the scale is
+/// max|x| / 127 stored as f16, each weight `round(x / scale)` (half away from zero) as i8.
+fn q8_0_bytes(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() / 32 * 34);
+    for block in values.chunks(32) {
+        let amax = block.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        out.extend(block.iter().map(|x| (x * id).round() as i8 as u8));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn q8_0_blocks_follow_ggml_reference_quantiser() {
+        let mut block: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) / 8.0).collect();
+        block[5] = 2.54; // the largest magnitude: scale 0.02
+        let bytes = q8_0_bytes(&block);
+        assert_eq!(bytes.len(), 34);
+        let d = half::f16::from_le_bytes([bytes[0], bytes[1]]).to_f32();
+        assert!((d - 0.02).abs() < 1e-5, "{d}");
+        assert_eq!(bytes[2 + 5] as i8, 127);
+        assert_eq!(bytes[2] as i8, (-2.0f32 / 0.02).round() as i8);
+        // All zero: scale 0, weights 0 (no division by zero).
+        assert_eq!(q8_0_bytes(&[0.0; 32]), vec![0u8; 34]);
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        // 1 + 2^-8 is halfway between two bf16 values: ties go to the even one (1.0).
+        let b = bf16_bytes(&[1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0]);
+        assert_eq!(&b[..2], &half::bf16::from_f32(1.0).to_le_bytes());
+        assert_eq!(
+            &b[2..],
+            &half::bf16::from_f32(1.0 + 4.0 / 256.0).to_le_bytes()
+        );
+        assert_eq!("bf16".parse::<ImportType>(), Ok(ImportType::Bf16));
+        assert!("q4_0".parse::<ImportType>().is_err());
+    }
 
     #[test]
     fn tensor_names_follow_llama_cpp_bert_loader() {

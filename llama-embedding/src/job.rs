@@ -45,6 +45,10 @@ pub struct VectorSettings {
     /// [`VectorSettings::engine_mode`] from the two fields above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<crate::engine::EngineMode>,
+    /// ggml's CPU kernel variant ("icelake", "haswell"; `crate::kernels`): vectors differ in
+    /// their last bits from one variant to another. Runs made before it was recorded have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_kernels: Option<String>,
 }
 
 impl VectorSettings {
@@ -194,7 +198,34 @@ fn vector_settings(model: &EmbeddingModel, config: &BatchConfig) -> Result<Vecto
         token_align: config.effective_align(),
         flash_attention: config.mode.flash_attention(),
         mode: Some(config.mode),
+        cpu_kernels: Some(crate::kernels::kernels()?.variant.clone()),
     })
+}
+
+/// Before the model of a resumed run (or a retry, or a rerun of it) is loaded: asks for the
+/// CPU kernels its vectors were made with, so that the continued run gives the same bits. A run
+/// that recorded none (made before kernels were chosen at run time) gets a warning.
+///
+/// # Errors
+/// [`Error::Kernels`] when other kernels are loaded already.
+pub fn use_recorded_kernels(stored: &VectorSettings) -> Result<()> {
+    match &stored.cpu_kernels {
+        Some(name) => match crate::kernels::requested_variant() {
+            Some(asked) if asked != *name => Err(Error::Kernels(format!(
+                "cannot continue this run with the {asked} CPU kernels: its vectors were made \
+                 with the {name} kernels (vectors differ in their last bits between kernel \
+                 variants); leave out --cpu-variant / LLAMA_EMBED_CPU_VARIANT to use {name}"
+            ))),
+            _ => crate::kernels::request_variant(name),
+        },
+        None => {
+            eprintln!(
+                "llama-embed: this run recorded no CPU kernels (it was made before they were chosen \
+                 at run time); its new vectors may differ from the earlier ones in the last bits"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Skips the first `n` items of a source (the part a resumed run already has).
@@ -265,6 +296,15 @@ pub fn check_resumable(stored: &VectorSettings, now: &VectorSettings) -> Result<
             "cannot resume: the run used the model with sha256 {}, this one is {}",
             stored.model_sha256, now.model_sha256
         )));
+    }
+    if let (Some(was), Some(is)) = (&stored.cpu_kernels, &now.cpu_kernels) {
+        if was != is {
+            return Err(Error::Kernels(format!(
+                "cannot resume: the run's vectors were made with the {was} CPU kernels and this \
+                 process runs the {is} kernels (vectors differ in their last bits between kernel \
+                 variants); run with LLAMA_EMBED_CPU_VARIANT={was} on a CPU that has them"
+            )));
+        }
     }
     let a = serde_json::to_value(stored).expect("json");
     let b = serde_json::to_value(now).expect("json");

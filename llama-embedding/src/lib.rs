@@ -36,6 +36,8 @@ pub mod items;
 #[cfg(feature = "engine")]
 pub mod job;
 #[cfg(feature = "engine")]
+pub mod kernels;
+#[cfg(feature = "engine")]
 pub mod merge;
 #[cfg(feature = "engine")]
 pub mod model;
@@ -52,6 +54,7 @@ pub mod sink;
 pub mod stats;
 #[cfg(feature = "engine")]
 pub mod store;
+pub mod tiny_bert;
 #[cfg(feature = "engine")]
 pub mod versions;
 

@@ -162,6 +162,23 @@ pub fn merge_runs(dirs: &[PathBuf], output: &Path) -> Result<MergeReport> {
         same("shard count", &first, m, dir, |m| {
             m.selection.shard.map_or(0, |s| s.count).to_string()
         })?;
+        if m.vectors.cpu_kernels != first.vectors.cpu_kernels {
+            let name = |m: &Metadata| {
+                m.vectors
+                    .cpu_kernels
+                    .clone()
+                    .unwrap_or_else(|| "unrecorded".into())
+            };
+            return Err(Error::Kernels(format!(
+                "{} was embedded with the {} CPU kernels and the first shard with the {} kernels; \
+                 their vectors differ in the last bits, so they are not merged. Embed every shard \
+                 with the same kernels: LLAMA_EMBED_CPU_VARIANT=NAME (a variant all the machines \
+                 run, e.g. haswell), then resume or rerun the odd shard",
+                dir.display(),
+                name(m),
+                name(&first)
+            )));
+        }
         same("vector settings", &first, m, dir, |m| {
             serde_json::to_string(&m.vectors).expect("json")
         })?;

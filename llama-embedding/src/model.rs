@@ -14,16 +14,29 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ItemError, ItemErrorKind, Result};
 use crate::gguf::{GgufFile, Value};
 
-/// llama.cpp's backend is process-global and may be initialised once.
-pub(crate) fn backend() -> &'static LlamaBackend {
-    static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
-    BACKEND.get_or_init(|| {
-        let mut b = LlamaBackend::init().expect("llama backend initialised twice");
-        if std::env::var_os("LLAMA_EMBED_LLAMA_LOG").is_none() {
-            b.void_logs();
-        }
-        b
-    })
+static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
+
+/// llama.cpp's backend is process-global and may be initialised once: after the CPU kernels
+/// are chosen and loaded ([`crate::kernels`]).
+///
+/// # Errors
+/// [`Error::Kernels`] when no CPU kernel variant can run here.
+pub(crate) fn backend() -> Result<&'static LlamaBackend> {
+    BACKEND
+        .get_or_init(|| {
+            crate::kernels::kernels().map_err(|e| e.to_string())?;
+            Ok(new_backend())
+        })
+        .as_ref()
+        .map_err(|e| Error::Kernels(e.clone()))
+}
+
+fn new_backend() -> LlamaBackend {
+    let mut b = LlamaBackend::init().expect("llama backend initialised twice");
+    if std::env::var_os("LLAMA_EMBED_LLAMA_LOG").is_none() {
+        b.void_logs();
+    }
+    b
 }
 
 /// How token vectors become one text vector.
@@ -36,6 +49,17 @@ pub enum Pooling {
     Mean,
     Cls,
     Last,
+}
+
+impl std::fmt::Display for Pooling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pooling::Model => "model",
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Last => "last",
+        })
+    }
 }
 
 impl std::str::FromStr for Pooling {
@@ -239,11 +263,12 @@ impl EmbeddingModel {
             .gpu_layers
             .unwrap_or(if cfg!(feature = "cuda") { 999 } else { 0 });
         params = params.with_n_gpu_layers(gpu_layers);
-        let llama =
-            LlamaModel::load_from_file(backend(), path, &params).map_err(|e| Error::ModelLoad {
+        let llama = LlamaModel::load_from_file(backend()?, path, &params).map_err(|e| {
+            Error::ModelLoad {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         let facts = ModelFacts {
             name: gguf
                 .get("general.name")

