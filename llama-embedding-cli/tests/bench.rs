@@ -175,3 +175,64 @@ fn ctrl_c_stops_the_bench_and_keeps_the_settings_that_finished() {
     );
     assert!(out.join("bench.png").is_file() && out.join("bench.csv").is_file());
 }
+
+/// `bench --models`: one sweep per model (each into OUT/NAME/), then a table of weight type,
+/// best tokens/s and min cosine against the first model. The second model is the tiny BERT
+/// re-imported as q8_0 (`model import --type q8_0`).
+#[test]
+fn bench_models_compares_weight_types() {
+    let f32_model = tiny();
+    let dir = temp("bench-models");
+    let q8 = dir.join("tiny-q8_0.gguf");
+    let checkpoint = f32_model.parent().unwrap();
+    let o = run(bin()
+        .args(["model", "import"])
+        .arg(checkpoint)
+        .arg("-o")
+        .arg(&q8)
+        .args(["--type", "q8_0"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.join("out");
+    let models = format!("{},{}", f32_model.display(), q8.display());
+    let o = run(bin()
+        .args([
+            "bench",
+            "--synthetic",
+            "60",
+            "--batch-sizes",
+            "8",
+            "--repeat",
+            "1",
+            "-q",
+        ])
+        .args(["--models", &models, "--out"])
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    for name in ["tiny-bert", "tiny-q8_0"] {
+        assert!(
+            out.join(name).join("bench.json").is_file(),
+            "{name}: {stdout}"
+        );
+    }
+    let line = |name: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name) && !l.contains("bench."))
+            .unwrap_or_else(|| panic!("no line for {name}: {stdout}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let first = line("tiny-bert");
+    assert_eq!(
+        (first[1].as_str(), first[3].as_str()),
+        ("f32", "-"),
+        "{stdout}"
+    );
+    assert!(first[2].parse::<f64>().unwrap() > 0.0);
+    let second = line("tiny-q8_0");
+    assert_eq!(second[1], "q8_0", "{stdout}");
+    let cos: f64 = second[3].parse().unwrap();
+    assert!(cos > 0.9 && cos < 1.0, "q8_0 against f32: {cos}");
+}

@@ -174,4 +174,31 @@ fn a_resumed_run_keeps_its_kernels_and_shards_of_other_kernels_are_not_merged() 
         .arg(dir.join("merged.jsonl")));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("CPU kernels"), "{}", stderr(&o));
+
+    // A store made with one variant refuses vectors of another, and takes its own again.
+    let small = dir.join("small.txt");
+    std::fs::write(&small, corpus(50)).unwrap();
+    let store = format!("sqlite:{}", dir.join("store.db").display());
+    let into_store = |variant: &str, run_dir: &str| {
+        run(bin()
+            .args(["--cpu-variant", variant, "embed", "-q", "-m"])
+            .arg(&model)
+            .arg(&small)
+            .args(["--store", &store, "--run-dir"])
+            .arg(dir.join(run_dir)))
+    };
+    let o = into_store(&best, "store-a");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = into_store(other, "store-b");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let why = stderr(&o);
+    assert!(
+        why.contains(&format!(
+            "the {best} CPU kernels and this run uses the {other} kernels"
+        )),
+        "{why}"
+    );
+    assert!(why.contains("LLAMA_EMBED_CPU_VARIANT"), "{why}");
+    let o = into_store(&best, "store-c");
+    assert!(o.status.success(), "{}", stderr(&o));
 }

@@ -184,13 +184,18 @@ pub fn settings_compatible(stored: &Value, now: &Value) -> bool {
 
 /// Why a store refuses vectors made with `now` (its recorded settings are `stored`).
 fn settings_refusal(place: &str, stored: &Value, now: &Value) -> Error {
-    let (was, is) = (&stored["cpu_kernels"], &now["cpu_kernels"]);
+    let name = |v: &Value| {
+        v["cpu_kernels"]
+            .as_str()
+            .unwrap_or("unrecorded")
+            .to_string()
+    };
+    let (was, is) = (name(stored), name(now));
     if was != is && stored.get("embed") == now.get("embed") {
         return Error::Kernels(format!(
             "{place} holds vectors made with the {was} CPU kernels and this run uses the {is} \
              kernels (vectors differ in their last bits between kernel variants); run with \
-             LLAMA_EMBED_CPU_VARIANT={} to add to it, or store this run elsewhere",
-            was.as_str().unwrap_or("?")
+             LLAMA_EMBED_CPU_VARIANT={was} to add to it, or store this run elsewhere"
         ));
     }
     Error::Config(format!(
