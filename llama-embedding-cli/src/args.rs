@@ -283,9 +283,12 @@ pub struct SearchArgs {
 pub struct EmbedArgs {
     /// Input file; `-` reads stdin. Not needed with --resume.
     pub input: Option<String>,
-    /// Output file; the format follows the extension (.jsonl .json .csv .npy) unless --format.
+    /// Output file; the format follows the extension (.jsonl .json .csv .npy .parquet) unless
+    /// --format. Default: RUN_DIR/output.jsonl.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Output format: jsonl, json, csv, npy or parquet (default: from the -o extension, else
+    /// jsonl).
     #[arg(long)]
     pub format: Option<String>,
     /// Write the vectors to a store too (without -o: only there): sqlite:PATH.db, `sqlite`
@@ -360,8 +363,10 @@ pub struct EmbedArgs {
     /// Input format: text, jsonl, json, csv, tsv (default: from the extension).
     #[arg(long)]
     pub input_format: Option<String>,
+    /// JSONL/JSON: the field holding the text (nested: a.b); CSV/TSV: the column.
     #[arg(long, default_value = "text")]
     pub text_field: String,
+    /// The field or column holding each item's id (default: the 0-based item number).
     #[arg(long)]
     pub id_field: Option<String>,
     /// Build the text from fields: "{title}\n\n{body}" (nested: {a__b}).
@@ -385,6 +390,7 @@ pub struct EmbedArgs {
     /// Skip these ids (comma-separated, or @FILE).
     #[arg(long)]
     pub skip: Option<String>,
+    /// Embed at most N items (after --start/--only/--skip/--shard).
     #[arg(long)]
     pub limit: Option<u64>,
     /// Embed only shard K of N (items split by a stable hash of their id). Without it, the

@@ -382,8 +382,9 @@ struct Sha256Record {
     mtime_ns: u128,
 }
 
-/// [`file_sha256`], cached in `FILE.sha256` beside the file, or in `<cache>/sha256/` when that
-/// folder is read-only. The cache is trusted only while the file's size and mtime are unchanged.
+/// [`file_sha256`], cached in the project's own cache (`<cache>/sha256/`, keyed by the file's
+/// canonical path), never beside the file: a model folder may be shared or read-only. The cache
+/// is trusted only while the file's size and mtime are unchanged.
 ///
 /// # Errors
 /// I/O errors reading the file.
@@ -396,19 +397,14 @@ pub fn file_sha256_cached(path: &Path) -> Result<String> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
     let canonical = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut beside = canonical.clone().into_os_string();
-    beside.push(".sha256");
-    let beside = PathBuf::from(beside);
     let in_cache = cache_dir().join("sha256").join(format!(
         "{}.json",
         &hex(&Sha256::digest(canonical.to_string_lossy().as_bytes()))[..32]
     ));
-    for candidate in [&beside, &in_cache] {
-        if let Ok(text) = fs::read_to_string(candidate) {
-            if let Ok(r) = serde_json::from_str::<Sha256Record>(&text) {
-                if r.size == size && r.mtime_ns == mtime_ns && r.sha256.len() == 64 {
-                    return Ok(r.sha256);
-                }
+    if let Ok(text) = fs::read_to_string(&in_cache) {
+        if let Ok(r) = serde_json::from_str::<Sha256Record>(&text) {
+            if r.size == size && r.mtime_ns == mtime_ns && r.sha256.len() == 64 {
+                return Ok(r.sha256);
             }
         }
     }
@@ -419,11 +415,12 @@ pub fn file_sha256_cached(path: &Path) -> Result<String> {
         mtime_ns,
     })
     .expect("serialisable");
-    if fs::write(&beside, &record).is_err() {
-        if let Some(parent) = in_cache.parent() {
-            let _ = fs::create_dir_all(parent);
-        }
-        let _ = fs::write(&in_cache, &record);
+    if let Some(parent) = in_cache.parent() {
+        let _ = fs::create_dir_all(parent);
+    }
+    let tmp = in_cache.with_extension(format!("tmp{}", std::process::id()));
+    if fs::write(&tmp, &record).is_ok() {
+        let _ = fs::rename(&tmp, &in_cache);
     }
     Ok(sha256)
 }
@@ -431,6 +428,28 @@ pub fn file_sha256_cached(path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checksums_are_cached_in_the_project_cache_not_beside_the_file() {
+        let dir = std::env::temp_dir().join(format!("llama-embed-sha-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("model.gguf");
+        fs::write(&f, b"abc").unwrap();
+        let want = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(file_sha256_cached(&f).unwrap(), want);
+        assert_eq!(file_sha256_cached(&f).unwrap(), want, "from the cache");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, ["model.gguf"], "nothing written beside the model");
+        // A changed file (size differs) is hashed again.
+        fs::write(&f, b"abcd").unwrap();
+        assert_ne!(file_sha256_cached(&f).unwrap(), want);
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn hub_specs_parse_and_malformed_ones_are_explained() {

@@ -500,7 +500,18 @@ fn verdict(v: &Variant, baseline: &Variant, cpu: &CpuInfo) -> std::result::Resul
             return cached.refused.map_or(Ok(()), Err);
         }
     }
-    let result = probe_against(v, baseline, &dir);
+    let result = match probe_against(v, baseline, &dir) {
+        Ok(r) => r,
+        Err(why) => {
+            // The probe could not run at all (no fork, no probe models): nothing is known about
+            // the variant, so nothing is cached, and it runs as ggml's own loader would pick it.
+            eprintln!(
+                "llama-embed: could not probe the {} CPU kernels ({why}); using them unprobed",
+                v.name
+            );
+            return Ok(());
+        }
+    };
     let _ = std::fs::create_dir_all(&dir);
     let cached = Cached {
         variant: v.name.clone(),
@@ -540,29 +551,42 @@ fn cache_key(v: &Variant, baseline: &Variant, cpu: &CpuInfo) -> String {
 /// else lands far below.
 const MIN_COSINE: f64 = 0.999;
 
-fn probe_against(v: &Variant, baseline: &Variant, dir: &Path) -> std::result::Result<(), String> {
+/// The verdict (Ok, or why the variant is refused), or `Err` when the probe could not run.
+type Verdict = std::result::Result<(), String>;
+
+fn probe_against(
+    v: &Variant,
+    baseline: &Variant,
+    dir: &Path,
+) -> std::result::Result<Verdict, String> {
     let models = probe::models(&dir.join("models")).map_err(|e| format!("probe models: {e}"))?;
-    let ours = run_probe(v, &models)?;
+    let ours = match run_probe(v, &models)? {
+        Ok(vs) => vs,
+        Err(why) => return Ok(Err(why)),
+    };
     if v.path == baseline.path {
-        return Ok(());
+        return Ok(Ok(()));
     }
-    match run_probe(baseline, &models) {
+    Ok(match run_probe(baseline, &models)? {
         Ok(theirs) => compare(&ours, &theirs, &models, &baseline.name),
         // Nothing to compare with: the variant's own probe passed.
         Err(_) => Ok(()),
-    }
+    })
 }
 
+/// The probe's vectors or why it failed; `Err` when the child could not be started.
 fn run_probe(
     v: &Variant,
     models: &[(ImportType, PathBuf)],
-) -> std::result::Result<Vec<Vec<f32>>, String> {
-    match probe::run(&v.path, models).map_err(|e| e.to_string())? {
-        probe::Outcome::Vectors(vs) => Ok(vs),
-        probe::Outcome::Failed(why) => Err(format!(
-            "{why} in the kernel probe (f32, f16, bf16, q8_0 weights)"
-        )),
-    }
+) -> std::result::Result<std::result::Result<Vec<Vec<f32>>, String>, String> {
+    Ok(
+        match probe::run(&v.path, models).map_err(|e| e.to_string())? {
+            probe::Outcome::Vectors(vs) => Ok(vs),
+            probe::Outcome::Failed(why) => Err(format!(
+                "{why} in the kernel probe (f32, f16, bf16, q8_0 weights)"
+            )),
+        },
+    )
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
