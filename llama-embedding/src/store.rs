@@ -166,20 +166,19 @@ pub fn store_settings(v: &crate::job::VectorSettings) -> Value {
     s
 }
 
+/// `settings` without the CPU kernels.
+fn without_kernels(settings: &Value) -> Value {
+    let mut v = settings.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("cpu_kernels");
+    }
+    v
+}
+
 /// Whether a store's recorded settings take vectors made with `now`. A store written before
 /// the kernels were recorded takes vectors from any kernels (it cannot tell which it holds).
 pub fn settings_compatible(stored: &Value, now: &Value) -> bool {
-    if stored == now {
-        return true;
-    }
-    if stored.get("cpu_kernels").is_none() {
-        let mut without = now.clone();
-        if let Some(o) = without.as_object_mut() {
-            o.remove("cpu_kernels");
-        }
-        return *stored == without;
-    }
-    false
+    stored == now || (stored.get("cpu_kernels").is_none() && *stored == without_kernels(now))
 }
 
 /// Why a store refuses vectors made with `now` (its recorded settings are `stored`).
@@ -191,7 +190,7 @@ fn settings_refusal(place: &str, stored: &Value, now: &Value) -> Error {
             .to_string()
     };
     let (was, is) = (name(stored), name(now));
-    if was != is && stored.get("embed") == now.get("embed") {
+    if was != is && without_kernels(stored) == without_kernels(now) {
         return Error::Kernels(format!(
             "{place} holds vectors made with the {was} CPU kernels and this run uses the {is} \
              kernels (vectors differ in their last bits between kernel variants); run with \
@@ -1102,6 +1101,40 @@ impl Sink for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stores_take_their_own_kernels_and_old_stores_take_any() {
+        let s = |k: Option<&str>, pooling: &str| {
+            let mut v = serde_json::json!({"embed": {}, "pooling": pooling, "max_tokens": 256});
+            if let Some(k) = k {
+                v["cpu_kernels"] = Value::String(k.into());
+            }
+            v
+        };
+        assert!(settings_compatible(
+            &s(Some("zen4"), "mean"),
+            &s(Some("zen4"), "mean")
+        ));
+        assert!(
+            settings_compatible(&s(None, "mean"), &s(Some("zen4"), "mean")),
+            "0.1 store"
+        );
+        assert!(!settings_compatible(
+            &s(Some("zen4"), "mean"),
+            &s(Some("haswell"), "mean")
+        ));
+        assert!(!settings_compatible(
+            &s(None, "mean"),
+            &s(Some("zen4"), "cls")
+        ));
+        let kernels = settings_refusal("db", &s(Some("zen4"), "mean"), &s(Some("haswell"), "mean"));
+        assert!(kernels
+            .to_string()
+            .contains("the zen4 CPU kernels and this run uses the haswell"));
+        // Other settings differ too: the message is about the settings, not the kernels.
+        let other = settings_refusal("db", &s(Some("zen4"), "mean"), &s(Some("haswell"), "cls"));
+        assert!(other.to_string().contains("other settings"), "{other}");
+    }
 
     #[test]
     fn specs_parse_and_never_keep_passwords() {
