@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use llama_embedding::engine::cosine;
+use llama_embedding::import::ImportType;
 use llama_embedding::{BatchConfig, BatchProcessor, EmbeddingModel};
 
 use crate::args::BenchArgs;
@@ -93,11 +94,7 @@ fn file_type(model: &EmbeddingModel) -> String {
         .ok()
         .and_then(|g| g.get("general.file_type").and_then(|v| v.as_u64()));
     match ft {
-        Some(0) => "f32".into(),
-        Some(1) => "f16".into(),
-        Some(7) => "q8_0".into(),
-        Some(32) => "bf16".into(),
-        Some(n) => format!("type {n}"),
+        Some(n) => ImportType::from_file_type(n).map_or(format!("type {n}"), |t| t.to_string()),
         None => "?".into(),
     }
 }

@@ -62,6 +62,13 @@ impl ImportType {
         }
     }
 
+    /// The type a GGUF's `general.file_type` names, where it is one of these.
+    pub fn from_file_type(file_type: u64) -> Option<ImportType> {
+        ImportType::ALL
+            .into_iter()
+            .find(|t| u64::from(t.file_type()) == file_type)
+    }
+
     /// llama.cpp's `general.file_type` (`LLAMA_FTYPE_*`).
     fn file_type(self) -> u32 {
         match self {
@@ -511,6 +518,17 @@ mod tests {
         );
         assert_eq!("bf16".parse::<ImportType>(), Ok(ImportType::Bf16));
         assert!("q4_0".parse::<ImportType>().is_err());
+        for t in ImportType::ALL {
+            assert_eq!(
+                ImportType::from_file_type(u64::from(t.file_type())),
+                Some(t)
+            );
+        }
+        assert_eq!(
+            ImportType::from_file_type(2),
+            None,
+            "q4_0 is not one of ours"
+        );
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub mod stats;
 pub mod store;
 pub mod tiny_bert;
 #[cfg(feature = "engine")]
+pub mod vectors;
+#[cfg(feature = "engine")]
 pub mod versions;
 
 #[cfg(feature = "engine")]

@@ -589,16 +589,6 @@ fn run_probe(
     )
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
-}
-
 fn compare(
     ours: &[Vec<f32>],
     theirs: &[Vec<f32>],
@@ -614,7 +604,7 @@ fn compare(
     }
     let per_model = ours.len() / models.len().max(1);
     for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
-        let c = cosine(a, b);
+        let c = crate::vectors::cosine(a, b);
         if c.is_nan() || c < MIN_COSINE {
             let ty = models
                 .get(i / per_model.max(1))
