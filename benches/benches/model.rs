@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use llama_embedding::batcher::{Batcher, Packable, TokenBudget};
 use llama_embedding::engine::{ContextShape, EmbeddingContext, EngineMode};
+use llama_embedding::pipeline::batcher::{Batcher, Packable, TokenBudget};
 use llama_embedding::{
     BatchConfig, BatchProcessor, EmbedOptions, EmbeddingModel, LoadOptions, Normalize,
 };

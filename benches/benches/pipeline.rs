@@ -4,9 +4,9 @@ use std::hint::black_box;
 use std::io::Write;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use llama_embedding::batcher::{pack, Batcher, Packable, TokenBudget};
 use llama_embedding::input::{open_input, InputFormat, InputSpec, Selection};
 use llama_embedding::item::{EmbeddingResult, ItemId};
+use llama_embedding::pipeline::batcher::{pack, Batcher, Packable, TokenBudget};
 use llama_embedding::sink::{open_sink, Dtype, OutputFormat};
 
 #[derive(Clone)]
@@ -129,6 +129,8 @@ fn sinks(c: &mut Criterion) {
             n_chars: 100,
             extra: None,
             text: None,
+            part: 0,
+            parts: 1,
         })
         .collect();
     let mut g = c.benchmark_group("sinks_2000x384");

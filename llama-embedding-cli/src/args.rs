@@ -284,7 +284,8 @@ pub struct EmbedArgs {
     /// Input file; `-` reads stdin. Not needed with --resume.
     pub input: Option<String>,
     /// Output file; the format follows the extension (.jsonl .json .csv .npy .parquet) unless
-    /// --format. Default: RUN_DIR/output.jsonl.
+    /// --format; `-` writes JSONL rows to stdout (the summary goes to stderr). Default:
+    /// RUN_DIR/output.jsonl.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Output format: jsonl, json, csv, npy or parquet (default: from the -o extension, else

@@ -12,67 +12,7 @@ use llama_embedding::{BatchConfig, BatchProcessor, BatchStats, EmbeddingModel, E
 use serde::Serialize;
 
 use crate::args::BenchArgs;
-
-/// One combination of settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Setting {
-    pub batch_size: usize,
-    pub token_budget: usize,
-    pub workers: usize,
-    pub threads: usize,
-}
-
-/// Median, min and max of one measure over the repeats.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl Spread {
-    fn of(mut v: Vec<f64>) -> Spread {
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
-        Spread {
-            median,
-            min: v[0],
-            max: v[n - 1],
-        }
-    }
-    /// Half the range, as a percentage of the median.
-    fn pct(&self) -> f64 {
-        if self.median > 0.0 {
-            (self.max - self.min) / 2.0 / self.median * 100.0
-        } else {
-            0.0
-        }
-    }
-}
-
-/// What one combination measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    pub setting: Setting,
-    /// The library's default setting, added to the sweep for reference.
-    pub reference: bool,
-    /// Run once only: its first run was under half the best median so far.
-    pub dominated: bool,
-    pub repeats: usize,
-    pub texts_per_second: Spread,
-    pub tokens_per_second: Spread,
-    pub batch_p50_ms: Spread,
-    pub batch_p95_ms: Spread,
-    /// Share of the wall time the engine threads spent inside llama.cpp (per worker).
-    pub model_share: Spread,
-    pub peak_memory_mb: Spread,
-    pub runs: Vec<BatchStats>,
-}
+pub use crate::bench_row::{Row, Setting, Spread};
 
 #[derive(Debug, Serialize)]
 struct Report<'a> {
@@ -219,12 +159,12 @@ fn settings(
     base: &BatchConfig,
 ) -> Result<(Vec<Setting>, Option<Setting>)> {
     for &b in &a.token_budgets {
-        crate::commands::check_budget(base, Some(b))?;
+        crate::common::check_budget(base, Some(b))?;
     }
     let align = base.effective_align() as f64;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = if a.workers.is_empty() {
-        vec![llama_embedding::processor::default_workers()]
+        vec![llama_embedding::pipeline::default_workers()]
     } else {
         a.workers.clone()
     };
@@ -483,7 +423,7 @@ pub fn bench_one(
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let out = Outputs { dir: a.out.clone() };
 
-    let stop = crate::commands::stop_on_signals()?;
+    let stop = crate::common::stop_on_signals()?;
     let total_runs = plan.len() * a.repeat;
     if !a.quiet {
         eprintln!(
@@ -556,7 +496,7 @@ pub fn bench_one(
     }
     if rows.is_empty() {
         eprintln!("llama-embed bench: interrupted before any setting finished");
-        return Ok((crate::commands::EXIT_INTERRUPTED, None));
+        return Ok((crate::exit::EXIT_INTERRUPTED, None));
     }
     let m = machine();
     println!(
@@ -582,9 +522,9 @@ pub fn bench_one(
         );
     }
     let code = if interrupted {
-        crate::commands::EXIT_INTERRUPTED
+        crate::exit::EXIT_INTERRUPTED
     } else {
-        crate::commands::EXIT_OK
+        crate::exit::EXIT_OK
     };
     let top = rows
         .iter()

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 
-use crate::bench::Row;
+use crate::bench_row::Row;
 
 const W: u32 = 1200;
 const H: u32 = 520;

@@ -1,126 +1,23 @@
 //! The subcommands: flags become library configuration, then the library runs.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use llama_embedding::input::{count_lines, parse_ids, InputFormat, InputSpec, Selection, Shard};
 use llama_embedding::job::{self, EmbedJob, JobEnd};
-use llama_embedding::resolve::{self, resolve_model};
+use llama_embedding::resolve;
 use llama_embedding::sink::{Dtype, OutputFormat};
-use llama_embedding::{
-    BatchConfig, EmbedOptions, EmbeddingModel, EngineMode, ErrorStrategy, LoadOptions,
-};
+use llama_embedding::{BatchConfig, EmbedOptions, EmbeddingModel, ErrorStrategy, LoadOptions};
 
-use crate::args::{Cli, Command, EmbedArgs, ModelArgs, ModelCommand, SearchArgs};
+use crate::args::{EmbedArgs, ModelArgs, ModelCommand, SearchArgs};
 use llama_embedding::store::{self, StoreSpec};
 use llama_embedding::versions::{self, VersionInfo};
 
-pub use crate::exit::{
-    EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, EXIT_STOPPED_BY_ERRORS, EXIT_USAGE,
-};
+use crate::common::{check_budget, embed_options, engine_mode, load_model, stop_on_signals, usage};
+use crate::exit::{EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, EXIT_STOPPED_BY_ERRORS};
 
-pub fn run(cli: Cli) -> Result<u8> {
-    if let Some(v) = cli.cpu_variant.as_deref().filter(|v| *v != "auto") {
-        llama_embedding::kernels::request_variant(v)?;
-    }
-    match cli.command {
-        Command::Embed(a) => embed(*a),
-        Command::Status { run_dir, json } => status(&run_dir, json),
-        Command::Errors { run_dir, json } => errors(&run_dir, json),
-        Command::Model(m) => model(m),
-        Command::Search(a) => search(a),
-        Command::Runs(r) => crate::runs::runs(r),
-        Command::Merge {
-            run_dirs,
-            output,
-            json,
-        } => merge(&run_dirs, &output, json),
-        Command::Bench(a) => {
-            let config = BatchConfig::default()
-                .with_embed(embed_options(&a.model)?)
-                .with_mode(engine_mode(a.fast, None));
-            if !a.models.is_empty() {
-                let model_args = a.model.clone();
-                let load = |spec: &str| Ok(load_model(Some(spec), &model_args, true)?.0);
-                return crate::bench_models::bench_models(*a, config, load);
-            }
-            let (model, _) = load_model(a.model.model.as_deref(), &a.model, true)?;
-            crate::bench::bench(*a, model, config)
-        }
-    }
-}
-
-/// The engine mode the flags ask for: `--fast`, `--token-align N` (the aligned mode), else exact.
-pub fn engine_mode(fast: bool, token_align: Option<usize>) -> EngineMode {
-    if fast {
-        EngineMode::Fast
-    } else if token_align.is_some() {
-        EngineMode::Aligned
-    } else {
-        EngineMode::Exact
-    }
-}
-
-/// Refuses a `--token-budget` the exact mode would not use, rather than shrinking it silently.
-pub fn check_budget(config: &BatchConfig, asked: Option<usize>) -> Result<()> {
-    if let (Some(b), Some(cap)) = (asked, config.mode.shared_decode_cap()) {
-        if b > cap {
-            bail!(
-                "--token-budget {b}: in the exact mode (the default) texts share a decode only up to {cap} tokens (llama.cpp's flash-attention tile; a longer text gets a decode of its own, so every vector is the same in any batch). Use --token-budget {cap} or less, or --fast for larger decodes (vectors then vary with their batch in the last bits)"
-            );
-        }
-    }
-    Ok(())
-}
-
-pub fn usage(msg: impl std::fmt::Display) -> Result<u8> {
-    eprintln!("llama-embed: {msg}");
-    Ok(EXIT_USAGE)
-}
-
-/// Vector settings from flags; `None` fields keep the defaults.
-fn embed_options(m: &ModelArgs) -> Result<EmbedOptions> {
-    embed_options_over(EmbedOptions::default().with_truncate(!m.no_truncate), m)
-}
-
-/// `base` with the vector flags that were given applied.
-pub fn embed_options_over(base: EmbedOptions, m: &ModelArgs) -> Result<EmbedOptions> {
-    let mut o = base;
-    if m.no_truncate {
-        o = o.with_truncate(false);
-    }
-    if let Some(p) = &m.pooling {
-        o = o.with_pooling(p.parse().map_err(anyhow::Error::msg)?);
-    }
-    if let Some(n) = &m.normalize {
-        o = o.with_normalize(n.parse().map_err(anyhow::Error::msg)?);
-    }
-    if let Some(n) = m.max_tokens {
-        o = o.with_max_tokens(n);
-    }
-    if let Some(p) = &m.prefix {
-        o = o.with_prefix(p.clone());
-    }
-    Ok(o)
-}
-
-pub fn load_model(
-    spec: Option<&str>,
-    m: &ModelArgs,
-    obtain: bool,
-) -> Result<(Arc<EmbeddingModel>, String)> {
-    let resolved = resolve_model(spec, obtain)?;
-    let opts = LoadOptions::default().with_gpu_layers(m.gpu_layers);
-    let require_pooling = m.pooling.as_deref().is_none_or(|p| p == "model");
-    let model = EmbeddingModel::load(&resolved.path, &opts, require_pooling)
-        .with_context(|| format!("loading {}", resolved.path.display()))?;
-    Ok((Arc::new(model), resolved.source))
-}
-
-fn embed(a: EmbedArgs) -> Result<u8> {
+pub fn embed(a: EmbedArgs) -> Result<u8> {
     let resume = a.resume.is_some();
     let stored = match a.resume.as_ref().or(a.retry_failed.as_ref()) {
         Some(dir) => Some(job::load_metadata(dir)?),
@@ -144,6 +41,7 @@ fn embed(a: EmbedArgs) -> Result<u8> {
     let dtype: Dtype = a.dtype.parse().map_err(anyhow::Error::msg)?;
     let format = match (&a.format, &a.output) {
         (Some(f), _) => f.parse().map_err(anyhow::Error::msg)?,
+        (None, Some(o)) if o.as_os_str() == llama_embedding::sink::STDOUT => OutputFormat::Jsonl,
         (None, Some(o)) => match OutputFormat::from_path(o) {
             Some(f) => f,
             None => {
@@ -181,6 +79,21 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         Some((s, src)) => (Some(s), Some(src)),
         None => (None, None),
     };
+    let to_stdout = a
+        .output
+        .as_ref()
+        .is_some_and(|o| o.as_os_str() == llama_embedding::sink::STDOUT);
+    if to_stdout && format != OutputFormat::Jsonl {
+        return usage(format!(
+            "-o - writes JSONL to stdout; --format {} needs an output file",
+            format.extension()
+        ));
+    }
+    if to_stdout && (a.run_name.is_some() || shard_source.is_some()) {
+        return usage(
+            "-o - writes to a pipe: a version (--run-name) or a shard needs an output file to rerun or merge",
+        );
+    }
     if let Some(name) = &a.run_name {
         versions::check_name(name)?;
         if let Some(l) = &a.label {
@@ -406,6 +319,7 @@ fn embed(a: EmbedArgs) -> Result<u8> {
         crate::progress::reporter(a.quiet, already),
         stop,
     )?;
+    versions::after_run(&report)?;
 
     let s = &report.stats;
     let summary = serde_json::json!({
@@ -474,22 +388,7 @@ fn embed(a: EmbedArgs) -> Result<u8> {
     })
 }
 
-/// A flag SIGINT/SIGTERM set: a job finishes its window, checkpoints and returns. A second
-/// signal while stopping ends the process at once (the last checkpoint stands).
-pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(
-            sig,
-            EXIT_INTERRUPTED.into(),
-            stop.clone(),
-        )?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
-    Ok(stop)
-}
-
-fn status(dir: &Path, json: bool) -> Result<u8> {
+pub fn status(dir: &Path, json: bool) -> Result<u8> {
     let st = job::run_status(dir)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&st)?);
@@ -546,7 +445,7 @@ fn status(dir: &Path, json: bool) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn errors(dir: &Path, json: bool) -> Result<u8> {
+pub fn errors(dir: &Path, json: bool) -> Result<u8> {
     job::load_metadata(dir)?;
     let text = llama_embedding::rundir::covered_errors(dir)?;
     let covered = llama_embedding::rundir::load_checkpoint(dir)?
@@ -583,7 +482,7 @@ fn errors(dir: &Path, json: bool) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn model(cmd: ModelCommand) -> Result<u8> {
+pub fn model(cmd: ModelCommand) -> Result<u8> {
     match cmd {
         ModelCommand::Obtain { dir, weight_type } => {
             let ty = weight_type.parse().map_err(anyhow::Error::msg)?;
@@ -678,7 +577,7 @@ fn model_info(model: Option<String>, json: bool) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn search(a: SearchArgs) -> Result<u8> {
+pub fn search(a: SearchArgs) -> Result<u8> {
     if a.k == 0 || a.k > 4096 {
         return usage("-k must be between 1 and 4096 (sqlite-vec's limit for one search)");
     }
@@ -819,7 +718,7 @@ fn shard_from(a: &EmbedArgs) -> Result<Option<(Shard, String)>> {
     Ok(None)
 }
 
-fn merge(dirs: &[std::path::PathBuf], output: &Path, json: bool) -> Result<u8> {
+pub fn merge(dirs: &[std::path::PathBuf], output: &Path, json: bool) -> Result<u8> {
     let r = llama_embedding::merge::merge_runs(dirs, output)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);

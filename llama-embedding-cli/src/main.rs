@@ -5,8 +5,11 @@
 mod args;
 mod bench;
 mod bench_models;
+mod bench_row;
 mod chart;
 mod commands;
+mod common;
+mod dispatch;
 mod exit;
 mod kernels_cmd;
 mod progress;
@@ -23,7 +26,7 @@ fn main() -> ExitCode {
         libc_sigpipe_default();
     }
     let cli = args::Cli::parse();
-    match commands::run(cli) {
+    match dispatch::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("llama-embed: error: {e:#}");

@@ -9,10 +9,8 @@ use llama_embedding::versions::{self, ListedVersion, RerunJob};
 use llama_embedding::BatchConfig;
 
 use crate::args::{RerunArgs, RunsCommand};
-use crate::commands::{
-    embed_options_over, load_model, stop_on_signals, usage, EXIT_INTERRUPTED, EXIT_ITEMS_FAILED,
-    EXIT_OK, EXIT_STOPPED_BY_ERRORS,
-};
+use crate::common::{embed_options_over, load_model, stop_on_signals, usage};
+use crate::exit::{EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, EXIT_STOPPED_BY_ERRORS};
 
 const RULE: &str = "======================================================================";
 

@@ -128,7 +128,7 @@ fn every_output_format_round_trips_the_same_vectors() {
                 read_npy_f32(&out)
             }
             "parquet" => {
-                let (ids, v) = llama_embedding::parquet_sink::read_parquet(&out).unwrap();
+                let (ids, v) = llama_embedding::sink::parquet::read_parquet(&out).unwrap();
                 assert_eq!(ids.first().map(String::as_str), Some("0"));
                 assert!(
                     !dir.join("out-parquet.vectors.parts").exists(),
@@ -678,4 +678,60 @@ fn fast_mode_is_close_to_exact_and_resumes_identically() {
         std::fs::read(&legacy).unwrap() == std::fs::read(&aligned).unwrap(),
         "a resumed pre-mode run is not the aligned mode's output"
     );
+}
+
+/// `-o -`: the JSONL rows go to stdout, byte for byte what `-o out.jsonl` writes; the summary
+/// stays on stderr. Formats other than JSONL, versions and shards need a file.
+#[test]
+fn dash_output_writes_the_jsonl_rows_to_stdout() {
+    let model = tiny();
+    let dir = temp("stdout");
+    std::fs::write(dir.join("in.txt"), corpus(300)).unwrap();
+    let file = dir.join("out.jsonl");
+    let o = run(&mut embed_args(
+        &model,
+        &dir.join("in.txt"),
+        &file,
+        &dir.join("run-file"),
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut piped = bin();
+    piped
+        .args(["embed", "-m"])
+        .arg(&model)
+        .arg(dir.join("in.txt"))
+        .args(["-o", "-", "--run-dir"])
+        .arg(dir.join("run-pipe"));
+    let o = run(&mut piped);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        o.stdout,
+        std::fs::read(&file).unwrap(),
+        "stdout rows = file rows"
+    );
+    assert!(stderr(&o).contains("embedded"), "the summary is on stderr");
+    assert_eq!(jsonl(&file).len(), 300);
+
+    for extra in [
+        &["--format", "csv"][..],
+        &["--run-name", "piped"][..],
+        &["--shard", "1/2"][..],
+    ] {
+        let mut c = bin();
+        c.args(["embed", "-q", "-m"])
+            .arg(&model)
+            .arg(dir.join("in.txt"))
+            .args(["-o", "-"])
+            .args(extra)
+            .current_dir(&dir);
+        if extra[0] != "--run-name" {
+            c.arg("--run-dir").arg(dir.join("run-refused"));
+        }
+        let o = run(&mut c);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("-o -"), "{extra:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty());
+    }
+    assert!(!dir.join("run-refused").exists(), "refused before any work");
+    assert!(!dir.join("runs").exists());
 }

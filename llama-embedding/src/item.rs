@@ -85,6 +85,24 @@ pub struct EmbeddingResult {
     /// The text embedded (prefix excluded), when [`crate::BatchConfig::keep_text`] is set.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub text: Option<String>,
+    /// This vector is part `part` (0-based) of the item's `parts`; a whole item is part 0 of 1
+    /// (every item today; chunked documents will have many).
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub part: u32,
+    #[serde(skip_serializing_if = "is_one", default = "one")]
+    pub parts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// An item that could not be embedded.

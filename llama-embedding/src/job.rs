@@ -13,76 +13,15 @@ use crate::error::{Error, Result};
 use crate::input::{open_input, InputSpec, Selection};
 use crate::item::{EmbeddingResult, ItemOutcome, SourceItem};
 use crate::items::{ItemRow, ItemsDb};
-use crate::model::{EmbedOptions, EmbeddingModel, ModelFacts};
-use crate::processor::{BatchConfig, BatchProcessor, ErrorStrategy};
+use crate::model::{EmbeddingModel, ModelFacts};
+use crate::pipeline::{BatchConfig, BatchProcessor, ErrorStrategy};
 use crate::reader::ItemSource;
+use crate::rundir::VersionInfo;
 use crate::rundir::{self, Checkpoint, RunLock};
-use crate::sink::{open_sink, Dtype, ErrorFile, OutputFormat, Sink, SinkState};
+pub use crate::settings::VectorSettings;
+use crate::sink::{open_sink, Dtype, ErrorFile, OutputFormat, Sink, SinkState, StdoutSink, STDOUT};
 use crate::stats::{BatchStats, ProgressInfo};
 use crate::store::{StoreModel, StoreSpec};
-use crate::versions::VersionInfo;
-
-/// Everything that determines the vectors and their order. A resumed run must match it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VectorSettings {
-    pub model_sha256: String,
-    pub embed: EmbedOptions,
-    /// The resolved pooling and token limit (not "model default").
-    pub pooling: crate::model::Pooling,
-    pub max_tokens: usize,
-    /// The batch plan: the same items batched differently round differently in llama.cpp.
-    pub batch_size: usize,
-    pub token_budget: usize,
-    pub window: usize,
-    pub sort_by_length: bool,
-    /// Sequence alignment in a batch (runs before it existed used 8).
-    #[serde(default = "default_align")]
-    pub token_align: usize,
-    /// Flash attention (exact and fast modes); runs before it existed had it off.
-    #[serde(default)]
-    pub flash_attention: bool,
-    /// The engine mode; runs made before the exact mode have none and are read by
-    /// [`VectorSettings::engine_mode`] from the two fields above.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<crate::engine::EngineMode>,
-    /// ggml's CPU kernel variant ("icelake", "haswell"; `crate::kernels`): vectors differ in
-    /// their last bits from one variant to another. Runs made before it was recorded have none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_kernels: Option<String>,
-}
-
-impl VectorSettings {
-    /// The mode these vectors were made with: recorded, or for older runs aligned (flash
-    /// attention off) or fast (on).
-    pub fn engine_mode(&self) -> crate::engine::EngineMode {
-        use crate::engine::EngineMode;
-        self.mode.unwrap_or(if self.flash_attention {
-            EngineMode::Fast
-        } else {
-            EngineMode::Aligned
-        })
-    }
-
-    /// A [`BatchConfig`] with this batch plan and mode (the rest from `config`).
-    pub fn apply_to(&self, config: BatchConfig) -> BatchConfig {
-        let mode = self.engine_mode();
-        let config = config
-            .with_batch_size(self.batch_size)
-            .with_token_budget(self.token_budget)
-            .with_window(self.window)
-            .with_sort_by_length(self.sort_by_length)
-            .with_mode(mode);
-        if mode == crate::engine::EngineMode::Aligned {
-            config.with_token_align(self.token_align)
-        } else {
-            config
-        }
-    }
-}
-
-fn default_align() -> usize {
-    crate::engine::TOKEN_ALIGN
-}
 
 /// The run's `metadata.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -253,17 +192,7 @@ impl ItemSource for SkipFirst {
 /// Adds this segment's counters to those of earlier segments.
 fn merged(before: &BatchStats, now: &BatchStats) -> BatchStats {
     let mut s = now.clone();
-    s.texts_succeeded += before.texts_succeeded;
-    s.texts_failed += before.texts_failed;
-    s.tokens += before.tokens;
-    s.characters += before.characters;
-    s.truncated += before.truncated;
-    s.batches += before.batches;
-    s.texts_total = s.texts_succeeded + s.texts_failed + s.texts_skipped;
-    for (k, v) in &before.failures_by_kind {
-        *s.failures_by_kind.entry(k.clone()).or_default() += v;
-    }
-    s.peak_memory_mb = s.peak_memory_mb.max(before.peak_memory_mb);
+    s += before;
     s
 }
 
@@ -338,6 +267,7 @@ pub fn run_job(
     let _lock = RunLock::acquire(&dir)?;
     let settings = vector_settings(&job.model, &job.config)?;
     let output_file = match &job.output {
+        Some(p) if p.as_os_str() == STDOUT => PathBuf::from(STDOUT),
         Some(p) => absolute(p)?,
         None => absolute(&dir.join(format!("output.{}", job.output_format.extension())))?,
     }
@@ -460,7 +390,16 @@ pub fn run_job(
         move |e| Error::io(p, e)
     };
     let mut sinks: Vec<(PathBuf, Box<dyn Sink>)> = Vec::new();
-    if meta.file_output {
+    if meta.file_output && output_file == STDOUT {
+        if format != OutputFormat::Jsonl {
+            return Err(Error::Config(format!(
+                "-o - writes JSONL to standard output; --format {} needs a file",
+                format.extension()
+            )));
+        }
+        let state = checkpoint.as_ref().map(|c| &c.output);
+        sinks.push((output_path.clone(), Box::new(StdoutSink::new(dtype, state))));
+    } else if meta.file_output {
         sinks.push((
             output_path.clone(),
             open_sink(
@@ -631,9 +570,6 @@ pub fn run_job(
         v.duration_seconds += segment_start.elapsed().as_secs_f64();
     }
     rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
-    if meta.version.is_some() && meta.status == "completed" {
-        crate::versions::point_latest(&dir)?;
-    }
     Ok(JobReport {
         end,
         stats: meta.stats.clone(),

@@ -19,8 +19,6 @@
 //! ```
 
 #[cfg(feature = "engine")]
-pub mod batcher;
-#[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;
 #[cfg(feature = "engine")]
@@ -42,14 +40,14 @@ pub mod merge;
 #[cfg(feature = "engine")]
 pub mod model;
 pub mod npy;
-#[cfg(feature = "parquet")]
-pub mod parquet_sink;
 #[cfg(feature = "engine")]
-pub mod processor;
+pub mod pipeline;
 pub mod reader;
 #[cfg(feature = "engine")]
 pub mod resolve;
 pub mod rundir;
+#[cfg(feature = "engine")]
+pub mod settings;
 pub mod sink;
 pub mod stats;
 #[cfg(feature = "engine")]
@@ -67,5 +65,5 @@ pub use item::{EmbeddingResult, ItemFailure, ItemId, ItemOutcome, Position, Sour
 #[cfg(feature = "engine")]
 pub use model::{EmbedOptions, EmbeddingModel, LoadOptions, ModelFacts, Normalize, Pooling};
 #[cfg(feature = "engine")]
-pub use processor::{BatchConfig, BatchProcessor, ErrorStrategy, Run};
+pub use pipeline::{BatchConfig, BatchProcessor, ErrorStrategy, Run};
 pub use stats::{BatchStats, ProgressCallback, ProgressInfo, StatsCallback};

@@ -320,6 +320,36 @@ pub fn default_run_dir(input: &str) -> PathBuf {
     PathBuf::from("runs").join(format!("{safe}-{ts}"))
 }
 
+/// What a version is, in its `metadata.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub name: String,
+    /// `v0`, `v1`, …
+    pub version: String,
+    /// `initial` (a fresh run), `resume` (an initial run continued after an interruption) or
+    /// `rerun` (a few items re-embedded over a base version).
+    pub mode: String,
+    pub base_version: Option<String>,
+    /// draft (default), alpha, beta, rc, final, deprecated or a custom word.
+    pub label: String,
+    pub notes: Option<String>,
+    /// Seconds spent embedding, all segments.
+    pub duration_seconds: f64,
+    /// Items re-embedded (reruns).
+    #[serde(default)]
+    pub rerun_items: Option<u64>,
+}
+
+impl VersionInfo {
+    pub fn number(&self) -> u32 {
+        version_number(&self.version).unwrap_or(0)
+    }
+}
+
+pub fn version_number(s: &str) -> Option<u32> {
+    s.strip_prefix('v').unwrap_or(s).parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,24 @@ pub struct BatchStats {
     pub failures_by_kind: std::collections::BTreeMap<String, u64>,
 }
 
+/// Adds another segment's counters (items, tokens, batches, failures by kind; the peak memory
+/// is the larger one). The timings and rates stay this side's: they describe one process.
+impl std::ops::AddAssign<&BatchStats> for BatchStats {
+    fn add_assign(&mut self, o: &BatchStats) {
+        self.texts_succeeded += o.texts_succeeded;
+        self.texts_failed += o.texts_failed;
+        self.tokens += o.tokens;
+        self.characters += o.characters;
+        self.truncated += o.truncated;
+        self.batches += o.batches;
+        self.texts_total = self.texts_succeeded + self.texts_failed + self.texts_skipped;
+        for (k, v) in &o.failures_by_kind {
+            *self.failures_by_kind.entry(k.clone()).or_default() += v;
+        }
+        self.peak_memory_mb = self.peak_memory_mb.max(o.peak_memory_mb);
+    }
+}
+
 impl BatchStats {
     /// A human summary, one fact a line.
     pub fn summary(&self) -> String {
@@ -252,5 +270,49 @@ mod tests {
         assert!(mb.abs_diff(vmrss) <= 4, "statm {mb} MB, VmRSS {vmrss} MB");
         assert_eq!(page_size() % 4096, 0);
         drop(ballast);
+    }
+
+    #[test]
+    fn adding_stats_adds_the_counters_and_keeps_this_sides_timings() {
+        let mut a = BatchStats {
+            texts_succeeded: 5,
+            texts_failed: 1,
+            texts_skipped: 2,
+            tokens: 50,
+            batches: 2,
+            wall_seconds: 3.0,
+            tokens_per_second: 16.0,
+            peak_memory_mb: 90,
+            ..BatchStats::default()
+        };
+        a.failures_by_kind.insert("empty".into(), 1);
+        let mut b = BatchStats {
+            texts_succeeded: 10,
+            texts_failed: 2,
+            tokens: 100,
+            characters: 400,
+            truncated: 1,
+            batches: 3,
+            wall_seconds: 9.0,
+            peak_memory_mb: 120,
+            ..BatchStats::default()
+        };
+        b.failures_by_kind.insert("empty".into(), 1);
+        b.failures_by_kind.insert("too_long".into(), 1);
+        a += &b;
+        assert_eq!(
+            (
+                a.texts_succeeded,
+                a.texts_failed,
+                a.texts_total,
+                a.tokens,
+                a.characters
+            ),
+            (15, 3, 20, 150, 400)
+        );
+        assert_eq!((a.truncated, a.batches, a.peak_memory_mb), (1, 5, 120));
+        assert_eq!(a.failures_by_kind["empty"], 2);
+        assert_eq!(a.failures_by_kind["too_long"], 1);
+        assert_eq!((a.wall_seconds, a.tokens_per_second), (3.0, 16.0));
     }
 }

@@ -154,7 +154,7 @@ pub struct StoreModel {
 
 /// The settings a store records: those that make a vector (not the batch plan), and the CPU
 /// kernels (vectors differ in the last bits from one kernel variant to another).
-pub fn store_settings(v: &crate::job::VectorSettings) -> Value {
+pub fn store_settings(v: &crate::settings::VectorSettings) -> Value {
     let mut s = serde_json::json!({
         "embed": v.embed,
         "pooling": v.pooling,

@@ -22,12 +22,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::input::open_input;
 use crate::items::{self, ItemRow, ItemState, ItemsDb};
-use crate::job::{self, load_metadata, EmbedJob, JobEnd, Metadata};
+use crate::job::{self, load_metadata, EmbedJob, JobEnd, JobReport, Metadata};
 use crate::merge::{covered_reader, Rows};
 use crate::model::EmbeddingModel;
-use crate::processor::BatchConfig;
+use crate::pipeline::BatchConfig;
 use crate::rundir::row_id;
 use crate::rundir::{self, Checkpoint, RunLock};
+pub use crate::rundir::{version_number, VersionInfo};
 use crate::sink::{OutputFormat, SinkState};
 
 pub const LATEST: &str = "latest";
@@ -35,36 +36,6 @@ pub const LATEST: &str = "latest";
 pub const LABELS: [&str; 6] = ["draft", "alpha", "beta", "rc", "final", "deprecated"];
 /// What `runs list` shows without `--all` or `--status`.
 pub const LISTED_BY_DEFAULT: [&str; 3] = ["beta", "rc", "final"];
-
-/// What a version is, in its `metadata.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VersionInfo {
-    pub name: String,
-    /// `v0`, `v1`, …
-    pub version: String,
-    /// `initial` (a fresh run), `resume` (an initial run continued after an interruption) or
-    /// `rerun` (a few items re-embedded over a base version).
-    pub mode: String,
-    pub base_version: Option<String>,
-    /// draft (default), alpha, beta, rc, final, deprecated or a custom word.
-    pub label: String,
-    pub notes: Option<String>,
-    /// Seconds spent embedding, all segments.
-    pub duration_seconds: f64,
-    /// Items re-embedded (reruns).
-    #[serde(default)]
-    pub rerun_items: Option<u64>,
-}
-
-impl VersionInfo {
-    pub fn number(&self) -> u32 {
-        version_number(&self.version).unwrap_or(0)
-    }
-}
-
-fn version_number(s: &str) -> Option<u32> {
-    s.strip_prefix('v').unwrap_or(s).parse().ok()
-}
 
 /// The folder versioned runs live in: `--runs-dir`, else `LLAMA_EMBED_RUNS_DIR`, else `runs`.
 pub fn runs_root(flag: Option<&Path>) -> PathBuf {
@@ -165,6 +136,17 @@ pub fn latest(root: &Path, name: &str) -> Option<u32> {
         .map(|t| t.to_string_lossy().into_owned())
         .or_else(|| fs::read_to_string(&p).ok())?;
     version_number(target.trim())
+}
+
+/// After [`job::run_job`]: a completed version becomes its name's `latest`.
+///
+/// # Errors
+/// I/O errors.
+pub fn after_run(report: &JobReport) -> Result<()> {
+    if report.end == JobEnd::Completed && load_metadata(&report.run_dir)?.version.is_some() {
+        point_latest(&report.run_dir)?;
+    }
+    Ok(())
 }
 
 /// Points `latest` at the newest completed version (atomically: a new link renamed over the

@@ -1,8 +1,8 @@
-//! The engine: one [`EmbeddingContext`] per OS thread (a `LlamaContext` is not `Send`), which
-//! embeds many sequences in one `llama_decode`. Everything llama.cpp would abort on is checked
-//! here first: the batch fits the context (`n_ubatch == n_batch == n_ctx`, so a BERT-style
-//! model sees every token of a sequence in one micro-batch), sequence ids stay below
-//! `n_seq_max`, token ids are in the vocabulary, no sequence is empty.
+//! [`EmbeddingContext`]: one llama.cpp context, living on one OS thread (a `LlamaContext` is
+//! not `Send`), which embeds many sequences in one `llama_decode`. Everything llama.cpp would
+//! abort on is checked here first: the batch fits the context (`n_ubatch == n_batch == n_ctx`,
+//! so a BERT-style model sees every token of a sequence in one micro-batch), sequence ids stay
+//! below `n_seq_max`, token ids are in the vocabulary, no sequence is empty.
 
 use std::time::{Duration, Instant};
 
@@ -11,68 +11,12 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
+use super::mode::{
+    aligned_len_to, context_tokens, valid_align, EngineMode, LLAMA_MAX_SEQ, LLAMA_SEQ_IDS,
+};
 use crate::error::{Error, Result};
 use crate::model::{backend, EmbeddingModel, Normalize, Pooling};
-pub use crate::vectors::{cosine, l2_normalize};
-
-/// Most texts per batch. llama.cpp's compile-time cap on sequences per context
-/// (`LLAMA_MAX_SEQ`) is 256; some ids are reserved for padding sequences.
-pub const LLAMA_MAX_SEQ: usize = 248;
-const LLAMA_SEQ_IDS: usize = 256;
-
-/// Alignment of the [`EngineMode::Aligned`] mode: every sequence starts at a multiple of this
-/// many tokens (padding in between). Without flash attention, ggml sums attention and pooling
-/// over a batch's token positions in SIMD lanes, so a text's position in the batch changes its
-/// rounding (measured: up to 3e-4 per component on all-MiniLM-L6-v2 f16); aligned starts give
-/// each text the same lanes in any batch.
-pub const TOKEN_ALIGN: usize = 8;
-
-/// Tokens of one flash-attention query tile in ggml's CPU backend (`GGML_FA_TILE_Q`): a decode
-/// with fewer tokens runs the per-row kernel, which visits each query's unmasked keys one by one
-/// in order, so a text's attention is the same whatever else is in the decode. From this many
-/// tokens on, ggml switches to a tiled kernel whose tiles span texts.
-pub const FLASH_TILE: usize = 64;
-
-/// How a context turns a batch into vectors; each is recorded with a run, since they round
-/// differently.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EngineMode {
-    /// The default: flash attention, no padding; several texts share a decode only while it has
-    /// fewer than [`FLASH_TILE`] tokens (a longer text gets a decode of its own), and the
-    /// pooling is done here from the token rows, in order. Every text's vector is bit-identical
-    /// in any batch, long texts included (`tests/engine.rs`).
-    #[default]
-    Exact,
-    /// No flash attention, each text padded to a multiple of the alignment, llama.cpp pools
-    /// (the default before the exact mode; runs made with it resume with it). Bit-identical in
-    /// any batch at alignment 16 and, but for rare long texts, at 8.
-    Aligned,
-    /// Flash attention, any decode size, llama.cpp pools: a text's vector varies with its
-    /// batch in the last bits (up to ~3e-4 per component).
-    Fast,
-}
-
-impl EngineMode {
-    pub fn flash_attention(self) -> bool {
-        self != EngineMode::Aligned
-    }
-
-    /// Most tokens several texts may share a decode with; `None`: the token budget decides.
-    pub fn shared_decode_cap(self) -> Option<usize> {
-        (self == EngineMode::Exact).then_some(FLASH_TILE - 1)
-    }
-}
-
-impl std::fmt::Display for EngineMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            EngineMode::Exact => "exact",
-            EngineMode::Aligned => "aligned",
-            EngineMode::Fast => "fast",
-        })
-    }
-}
+use crate::vectors::l2_normalize;
 
 /// Shape of one engine context.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,32 +36,43 @@ pub struct ContextShape {
     pub align: usize,
 }
 
-/// Tokens a sequence takes in a batch with alignment `align`, padding included.
-pub fn aligned_len_to(n: usize, align: usize) -> usize {
-    n.next_multiple_of(align)
-}
-
-/// Whether `align` is an alignment the engine takes: 8, 16, 32 or 64, or 1 (none: the fast
-/// mode, where vectors vary with their batch in the last bits).
-pub fn valid_align(align: usize) -> bool {
-    matches!(align, 1 | 8 | 16 | 32 | 64)
-}
-
-/// Tokens a context is made for: the batch rounded up to the alignment (room for padding), and a
-/// multiple of `n_seq_max`, because llama.cpp's graph reservation aborts (GGML_ASSERT in
-/// ggml_can_mul_mat) when `n_ubatch` is not one.
-pub fn context_tokens(max_batch_tokens: usize, n_seq: usize, align: usize) -> usize {
-    fn gcd(a: usize, b: usize) -> usize {
-        if b == 0 {
-            a
-        } else {
-            gcd(b, a % b)
+impl ContextShape {
+    /// Checks the shape against llama.cpp's limits and the modes' rules.
+    ///
+    /// # Errors
+    /// [`Error::Config`] saying what is wrong.
+    pub fn check(&self) -> Result<()> {
+        if self.max_sequences == 0 || self.max_sequences > LLAMA_MAX_SEQ {
+            return Err(Error::Config(format!(
+                "sequences per batch must be between 1 and {LLAMA_MAX_SEQ} (llama.cpp's limit), not {}",
+                self.max_sequences
+            )));
         }
+        if self.max_batch_tokens == 0 || self.max_batch_tokens > u32::MAX as usize / 2 {
+            return Err(Error::Config(format!(
+                "tokens per batch must be at least 1, not {}",
+                self.max_batch_tokens
+            )));
+        }
+        if self.threads == 0 {
+            return Err(Error::Config(
+                "threads per context must be at least 1".into(),
+            ));
+        }
+        if !valid_align(self.align) || (self.mode != EngineMode::Aligned && self.align != 1) {
+            return Err(Error::Config(format!(
+                "token alignment {} is not one of 8, 16, 32, 64 (aligned mode) or 1 (the others)",
+                self.align
+            )));
+        }
+        if self.mode == EngineMode::Exact && self.pooling == Pooling::Model {
+            return Err(Error::Config(
+                "the exact mode pools itself: give it the pooling (mean, cls, last), not the model's"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
-    let step = align / gcd(align, n_seq) * n_seq;
-    max_batch_tokens
-        .next_multiple_of(align)
-        .next_multiple_of(step)
 }
 
 /// A llama.cpp context that embeds batches of token sequences. Lives on one thread.
@@ -137,35 +92,7 @@ impl<'m> EmbeddingContext<'m> {
     /// [`Error::Config`] for a shape llama.cpp cannot take; [`Error::Context`] when llama.cpp
     /// cannot allocate the context.
     pub fn new(model: &'m EmbeddingModel, shape: ContextShape) -> Result<Self> {
-        if shape.max_sequences == 0 || shape.max_sequences > LLAMA_MAX_SEQ {
-            return Err(Error::Config(format!(
-                "sequences per batch must be between 1 and {LLAMA_MAX_SEQ} (llama.cpp's limit), not {}",
-                shape.max_sequences
-            )));
-        }
-        if shape.max_batch_tokens == 0 || shape.max_batch_tokens > u32::MAX as usize / 2 {
-            return Err(Error::Config(format!(
-                "tokens per batch must be at least 1, not {}",
-                shape.max_batch_tokens
-            )));
-        }
-        if shape.threads == 0 {
-            return Err(Error::Config(
-                "threads per context must be at least 1".into(),
-            ));
-        }
-        if !valid_align(shape.align) || (shape.mode != EngineMode::Aligned && shape.align != 1) {
-            return Err(Error::Config(format!(
-                "token alignment {} is not one of 8, 16, 32, 64 (aligned mode) or 1 (the others)",
-                shape.align
-            )));
-        }
-        if shape.mode == EngineMode::Exact && shape.pooling == Pooling::Model {
-            return Err(Error::Config(
-                "the exact mode pools itself: give it the pooling (mean, cls, last), not the model's"
-                    .into(),
-            ));
-        }
+        shape.check()?;
         let pooling = match shape.pooling {
             // Exact mode: llama.cpp returns every token's row; the pooling is done here.
             _ if shape.mode == EngineMode::Exact => LlamaPoolingType::None,
@@ -193,24 +120,7 @@ impl<'m> EmbeddingContext<'m> {
             )));
         }
         let n = context_tokens(shape.max_batch_tokens, n_seq, shape.align) as u32;
-        let params = LlamaContextParams::default()
-            .with_embeddings(true)
-            .with_n_ctx(std::num::NonZeroU32::new(n))
-            .with_n_batch(n)
-            .with_n_ubatch(n)
-            .with_n_seq_max(n_seq as u32)
-            // One KV buffer for all sequences: any sequence may use the whole context.
-            .with_kv_unified(true)
-            .with_n_threads(shape.threads as i32)
-            .with_n_threads_batch(shape.threads as i32)
-            .with_pooling_type(pooling)
-            // ggml's CPU flash attention is exact per text below FLASH_TILE tokens and switches
-            // to a tiled kernel at it; the aligned mode uses the plain attention path instead.
-            .with_flash_attention_policy(if shape.mode.flash_attention() {
-                llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED
-            } else {
-                llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
-            });
+        let params = context_params(&shape, pooling, n, n_seq as u32);
         let ctx = {
             let _guard = model.context_lock.lock().unwrap_or_else(|p| p.into_inner());
             model
@@ -396,4 +306,31 @@ impl<'m> EmbeddingContext<'m> {
         }
         Ok(())
     }
+}
+
+/// llama.cpp's parameters for a context of `n` tokens and `n_seq` sequences.
+fn context_params(
+    shape: &ContextShape,
+    pooling: LlamaPoolingType,
+    n: u32,
+    n_seq: u32,
+) -> LlamaContextParams {
+    LlamaContextParams::default()
+        .with_embeddings(true)
+        .with_n_ctx(std::num::NonZeroU32::new(n))
+        .with_n_batch(n)
+        .with_n_ubatch(n)
+        .with_n_seq_max(n_seq)
+        // One KV buffer for all sequences: any sequence may use the whole context.
+        .with_kv_unified(true)
+        .with_n_threads(shape.threads as i32)
+        .with_n_threads_batch(shape.threads as i32)
+        .with_pooling_type(pooling)
+        // ggml's CPU flash attention is exact per text below FLASH_TILE tokens and switches
+        // to a tiled kernel at it; the aligned mode uses the plain attention path instead.
+        .with_flash_attention_policy(if shape.mode.flash_attention() {
+            llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED
+        } else {
+            llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
+        })
 }

@@ -18,8 +18,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 
+use super::{Sink, SinkState};
 use crate::item::EmbeddingResult;
-use crate::sink::{Sink, SinkState};
 
 fn pq(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("parquet: {e}"))
@@ -249,6 +249,8 @@ mod tests {
             n_chars: 1,
             extra: None,
             text: None,
+            part: 0,
+            parts: 1,
         }
     }
 

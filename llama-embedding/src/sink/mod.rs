@@ -5,7 +5,7 @@
 //!
 //! Formats: `jsonl` (one object a line), `json` (one document: job, results, summary), `csv`
 //! (one column per dimension, spreadsheet-safe), `npy` (a `(rows, dim)` array plus
-//! `*.ids.jsonl`), `parquet` (see [`crate::parquet_sink`]). Compact element types ([`Dtype`]): `f16` (rounded to nearest), `int8`
+//! `*.ids.jsonl`), `parquet` (`parquet.rs`). Compact element types ([`Dtype`]): `f16` (rounded to nearest), `int8`
 //! (`round(x * 127)` clamped to [-127, 127], for L2-normalised vectors), `binary` (bit `i` is
 //! `x_i > 0`, packed most significant bit first as numpy's `packbits`).
 
@@ -17,6 +17,22 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::item::{EmbeddingResult, ItemFailure};
+
+mod csv;
+mod errors;
+mod json;
+mod jsonl;
+mod npy;
+#[cfg(feature = "parquet")]
+pub mod parquet;
+mod stdout;
+
+pub use self::csv::{spreadsheet_safe, CsvSink};
+pub use errors::ErrorFile;
+pub use json::JsonSink;
+pub use jsonl::JsonlSink;
+pub use npy::{ids_file_name, NpySink};
+pub use stdout::{StdoutSink, STDOUT};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,258 +332,6 @@ impl<'a> OutputRecord<'a> {
     }
 }
 
-/// `jsonl`: one object a line.
-pub struct JsonlSink {
-    file: TrackedFile,
-    dtype: Dtype,
-    rows: u64,
-}
-
-impl JsonlSink {
-    /// # Errors
-    /// I/O errors.
-    pub fn open(
-        dir: &Path,
-        name: &str,
-        dtype: Dtype,
-        state: Option<&SinkState>,
-    ) -> io::Result<Self> {
-        let (file, rows) = TrackedFile::reopen(dir, name, state)?;
-        Ok(JsonlSink { file, dtype, rows })
-    }
-}
-
-impl Sink for JsonlSink {
-    fn write_batch(&mut self, items: &[EmbeddingResult]) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(items.len() * 4096);
-        for r in items {
-            serde_json::to_writer(&mut buf, &OutputRecord::new(r, self.dtype))?;
-            buf.push(b'\n');
-        }
-        self.rows += items.len() as u64;
-        self.file.write(&buf)
-    }
-    fn flush(&mut self) -> io::Result<SinkState> {
-        self.file.state(self.rows)
-    }
-}
-
-/// `json`: `{"job": ..., "results": [...], "summary": ...}` (seed 001's export), written as it
-/// goes.
-pub struct JsonSink {
-    file: TrackedFile,
-    dtype: Dtype,
-    rows: u64,
-}
-
-impl JsonSink {
-    /// # Errors
-    /// I/O errors.
-    pub fn open(
-        dir: &Path,
-        name: &str,
-        dtype: Dtype,
-        job: &Value,
-        state: Option<&SinkState>,
-    ) -> io::Result<Self> {
-        let (mut file, rows) = TrackedFile::reopen(dir, name, state)?;
-        if state.is_none() {
-            let mut head = b"{\"job\": ".to_vec();
-            serde_json::to_writer(&mut head, job)?;
-            head.extend_from_slice(b",\n\"results\": [");
-            file.write(&head)?;
-        }
-        Ok(JsonSink { file, dtype, rows })
-    }
-}
-
-impl Sink for JsonSink {
-    fn write_batch(&mut self, items: &[EmbeddingResult]) -> io::Result<()> {
-        let mut buf = Vec::new();
-        for r in items {
-            buf.extend_from_slice(if self.rows == 0 { b"\n" } else { b",\n" });
-            serde_json::to_writer(&mut buf, &OutputRecord::new(r, self.dtype))?;
-            self.rows += 1;
-        }
-        self.file.write(&buf)
-    }
-    fn flush(&mut self) -> io::Result<SinkState> {
-        self.file.state(self.rows)
-    }
-    fn finish(&mut self, summary: &Value) -> io::Result<()> {
-        let mut tail = b"\n],\n\"summary\": ".to_vec();
-        serde_json::to_writer(&mut tail, summary)?;
-        tail.extend_from_slice(b"}\n");
-        self.file.write(&tail)?;
-        self.file.sync().map(|_| ())
-    }
-}
-
-/// Makes a cell safe to open in a spreadsheet (OWASP: a leading `= + - @` tab or CR starts a
-/// formula; prefix it with `'`).
-pub fn spreadsheet_safe(s: &str) -> std::borrow::Cow<'_, str> {
-    match s.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}").into(),
-        _ => s.into(),
-    }
-}
-
-/// `csv`: `id,n_tokens,truncated,e0..e{dim-1}` (one column per dimension).
-pub struct CsvSink {
-    file: TrackedFile,
-    dtype: Dtype,
-    rows: u64,
-}
-
-impl CsvSink {
-    /// # Errors
-    /// I/O errors.
-    pub fn open(
-        dir: &Path,
-        name: &str,
-        dims: usize,
-        dtype: Dtype,
-        state: Option<&SinkState>,
-    ) -> io::Result<Self> {
-        let (mut file, rows) = TrackedFile::reopen(dir, name, state)?;
-        if state.is_none() {
-            let cols = if dtype == Dtype::Binary {
-                dims.div_ceil(8)
-            } else {
-                dims
-            };
-            let mut header = String::from("id,n_tokens,truncated");
-            for i in 0..cols {
-                header.push_str(&format!(",e{i}"));
-            }
-            header.push('\n');
-            file.write(header.as_bytes())?;
-        }
-        Ok(CsvSink { file, dtype, rows })
-    }
-}
-
-impl Sink for CsvSink {
-    fn write_batch(&mut self, items: &[EmbeddingResult]) -> io::Result<()> {
-        let mut w = csv::WriterBuilder::new()
-            .has_headers(false)
-            .from_writer(Vec::new());
-        for r in items {
-            let mut row: Vec<String> = vec![
-                spreadsheet_safe(&r.id.to_string()).into_owned(),
-                r.n_tokens.to_string(),
-                r.truncated.to_string(),
-            ];
-            row.extend(VectorRepr::new(&r.embedding, self.dtype).cells());
-            w.write_record(&row)?;
-        }
-        self.rows += items.len() as u64;
-        let buf = w
-            .into_inner()
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        self.file.write(&buf)
-    }
-    fn flush(&mut self) -> io::Result<SinkState> {
-        self.file.state(self.rows)
-    }
-}
-
-/// `npy`: the vectors as a `(rows, cols)` array and `NAME.ids.jsonl` (one JSON id a line).
-/// The header's row count is rewritten at every flush.
-pub struct NpySink {
-    data: TrackedFile,
-    ids: TrackedFile,
-    dtype: Dtype,
-    cols: usize,
-    rows: u64,
-}
-
-impl NpySink {
-    /// # Errors
-    /// I/O errors.
-    pub fn open(
-        dir: &Path,
-        name: &str,
-        dims: usize,
-        dtype: Dtype,
-        state: Option<&SinkState>,
-    ) -> io::Result<Self> {
-        let ids_name = ids_file_name(name);
-        let mut data = TrackedFile::open(dir, name, resume_len(state, name)?)?;
-        let ids = TrackedFile::open(dir, &ids_name, resume_len(state, &ids_name)?)?;
-        let cols = if dtype == Dtype::Binary {
-            dims.div_ceil(8)
-        } else {
-            dims
-        };
-        if state.is_none() {
-            data.write(&crate::npy::header(Self::descr(dtype), 0, cols))?;
-        }
-        Ok(NpySink {
-            data,
-            ids,
-            dtype,
-            cols,
-            rows: state.map_or(0, |s| s.rows),
-        })
-    }
-
-    fn descr(dtype: Dtype) -> &'static str {
-        match dtype {
-            Dtype::F32 => "<f4",
-            Dtype::F16 => "<f2",
-            Dtype::Int8 => "|i1",
-            Dtype::Binary => "|u1",
-        }
-    }
-}
-
-/// `out.npy` -> `out.ids.jsonl`.
-pub fn ids_file_name(npy_name: &str) -> String {
-    format!(
-        "{}.ids.jsonl",
-        npy_name.strip_suffix(".npy").unwrap_or(npy_name)
-    )
-}
-
-impl Sink for NpySink {
-    fn write_batch(&mut self, items: &[EmbeddingResult]) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(items.len() * self.cols * 4);
-        let mut ids = Vec::new();
-        for r in items {
-            match self.dtype {
-                Dtype::F32 => r
-                    .embedding
-                    .iter()
-                    .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-                Dtype::F16 => r
-                    .embedding
-                    .iter()
-                    .for_each(|x| buf.extend_from_slice(&half::f16::from_f32(*x).to_le_bytes())),
-                Dtype::Int8 => buf.extend(r.embedding.iter().map(|x| quantize_i8(*x) as u8)),
-                Dtype::Binary => buf.extend(pack_bits(&r.embedding)),
-            }
-            serde_json::to_writer(&mut ids, &r.id)?;
-            ids.push(b'\n');
-        }
-        self.rows += items.len() as u64;
-        self.data.write(&buf)?;
-        self.ids.write(&ids)
-    }
-    fn flush(&mut self) -> io::Result<SinkState> {
-        let header = crate::npy::header(Self::descr(self.dtype), self.rows, self.cols);
-        let len = self.data.len();
-        let f = self.data.file_mut()?;
-        f.seek(SeekFrom::Start(0))?;
-        f.write_all(&header)?;
-        f.seek(SeekFrom::Start(len))?;
-        Ok(SinkState {
-            rows: self.rows,
-            files: vec![self.data.sync()?, self.ids.sync()?],
-        })
-    }
-}
-
 /// Opens the sink for `format` as `dir/name`.
 ///
 /// # Errors
@@ -595,9 +359,7 @@ pub fn open_sink(
             }
             #[cfg(feature = "parquet")]
             {
-                Box::new(crate::parquet_sink::ParquetSink::open(
-                    dir, name, dims, state,
-                )?)
+                Box::new(parquet::ParquetSink::open(dir, name, dims, state)?)
             }
             #[cfg(not(feature = "parquet"))]
             {
@@ -609,46 +371,6 @@ pub fn open_sink(
             }
         }
     })
-}
-
-/// The errors file (`errors.jsonl`): `id`, `error`, `error_type`, `line`, `byte`, `index`.
-pub struct ErrorFile {
-    file: TrackedFile,
-    rows: u64,
-}
-
-impl ErrorFile {
-    /// # Errors
-    /// I/O errors.
-    pub fn open(dir: &Path, name: &str, state: Option<&SinkState>) -> io::Result<Self> {
-        let (file, rows) = TrackedFile::reopen(dir, name, state)?;
-        Ok(ErrorFile { file, rows })
-    }
-
-    /// # Errors
-    /// I/O errors.
-    pub fn write(&mut self, f: &ItemFailure) -> io::Result<()> {
-        let mut v = serde_json::json!({
-            "id": f.id,
-            "index": f.index,
-            "error": f.error.message,
-            "error_type": f.error.kind,
-        });
-        if let Some(p) = f.position {
-            v["line"] = p.line.into();
-            v["byte"] = p.byte.into();
-        }
-        let mut line = serde_json::to_vec(&v)?;
-        line.push(b'\n');
-        self.rows += 1;
-        self.file.write(&line)
-    }
-
-    /// # Errors
-    /// I/O errors.
-    pub fn flush(&mut self) -> io::Result<SinkState> {
-        self.file.state(self.rows)
-    }
 }
 
 #[cfg(test)]

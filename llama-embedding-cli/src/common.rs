@@ -1,0 +1,94 @@
+//! Helpers every command shares: vector options and the model from the flags, the engine mode,
+//! the exact mode's budget check, signals, usage errors.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use llama_embedding::resolve::resolve_model;
+use llama_embedding::{BatchConfig, EmbedOptions, EmbeddingModel, EngineMode, LoadOptions};
+
+use crate::args::ModelArgs;
+use crate::exit::{EXIT_INTERRUPTED, EXIT_USAGE};
+
+/// The engine mode the flags ask for: `--fast`, `--token-align N` (the aligned mode), else exact.
+pub fn engine_mode(fast: bool, token_align: Option<usize>) -> EngineMode {
+    if fast {
+        EngineMode::Fast
+    } else if token_align.is_some() {
+        EngineMode::Aligned
+    } else {
+        EngineMode::Exact
+    }
+}
+
+/// Refuses a `--token-budget` the exact mode would not use, rather than shrinking it silently.
+pub fn check_budget(config: &BatchConfig, asked: Option<usize>) -> Result<()> {
+    if let (Some(b), Some(cap)) = (asked, config.mode.shared_decode_cap()) {
+        if b > cap {
+            bail!(
+                "--token-budget {b}: in the exact mode (the default) texts share a decode only up to {cap} tokens (llama.cpp's flash-attention tile; a longer text gets a decode of its own, so every vector is the same in any batch). Use --token-budget {cap} or less, or --fast for larger decodes (vectors then vary with their batch in the last bits)"
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn usage(msg: impl std::fmt::Display) -> Result<u8> {
+    eprintln!("llama-embed: {msg}");
+    Ok(EXIT_USAGE)
+}
+
+/// Vector settings from flags; `None` fields keep the defaults.
+pub fn embed_options(m: &ModelArgs) -> Result<EmbedOptions> {
+    embed_options_over(EmbedOptions::default().with_truncate(!m.no_truncate), m)
+}
+
+/// `base` with the vector flags that were given applied.
+pub fn embed_options_over(base: EmbedOptions, m: &ModelArgs) -> Result<EmbedOptions> {
+    let mut o = base;
+    if m.no_truncate {
+        o = o.with_truncate(false);
+    }
+    if let Some(p) = &m.pooling {
+        o = o.with_pooling(p.parse().map_err(anyhow::Error::msg)?);
+    }
+    if let Some(n) = &m.normalize {
+        o = o.with_normalize(n.parse().map_err(anyhow::Error::msg)?);
+    }
+    if let Some(n) = m.max_tokens {
+        o = o.with_max_tokens(n);
+    }
+    if let Some(p) = &m.prefix {
+        o = o.with_prefix(p.clone());
+    }
+    Ok(o)
+}
+
+pub fn load_model(
+    spec: Option<&str>,
+    m: &ModelArgs,
+    obtain: bool,
+) -> Result<(Arc<EmbeddingModel>, String)> {
+    let resolved = resolve_model(spec, obtain)?;
+    let opts = LoadOptions::default().with_gpu_layers(m.gpu_layers);
+    let require_pooling = m.pooling.as_deref().is_none_or(|p| p == "model");
+    let model = EmbeddingModel::load(&resolved.path, &opts, require_pooling)
+        .with_context(|| format!("loading {}", resolved.path.display()))?;
+    Ok((Arc::new(model), resolved.source))
+}
+
+/// A flag SIGINT/SIGTERM set: a job finishes its window, checkpoints and returns. A second
+/// signal while stopping ends the process at once (the last checkpoint stands).
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(
+            sig,
+            EXIT_INTERRUPTED.into(),
+            stop.clone(),
+        )?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
+}
