@@ -224,13 +224,10 @@ fn config(base: &BatchConfig, s: Setting) -> Result<BatchConfig> {
     Ok(c)
 }
 
-fn run_once(
-    model: &Arc<EmbeddingModel>,
-    cfg: &BatchConfig,
-    texts: &[String],
-) -> Result<BatchStats> {
+/// One timed run on `p`, whose engine (its contexts) is kept from the warm-up to the last
+/// repeat of a setting, as a long-lived process keeps it.
+fn run_once(p: &mut BatchProcessor, texts: &[String]) -> Result<BatchStats> {
     llama_embedding::stats::reset_peak_resident();
-    let mut p = BatchProcessor::new(model.clone(), cfg.clone())?;
     let outcomes = p.process_texts(texts.to_vec())?;
     let failed = outcomes.iter().filter(|o| o.embedded().is_none()).count();
     if failed > 0 {
@@ -441,7 +438,8 @@ pub fn bench_one(
     let mut interrupted = false;
     'outer: for (setting, cfg) in plan.iter().zip(&configs) {
         // Warm-up: contexts, caches and the allocator, not counted.
-        run_once(&model, cfg, &warm)?;
+        let mut p = BatchProcessor::new(model.clone(), cfg.clone())?;
+        run_once(&mut p, &warm)?;
         let mut runs = Vec::new();
         let best_so_far = rows
             .iter()
@@ -452,7 +450,7 @@ pub fn bench_one(
                 interrupted = true;
                 break 'outer;
             }
-            let st = run_once(&model, cfg, &texts)?;
+            let st = run_once(&mut p, &texts)?;
             done += 1;
             // Clearly dominated (under half the best so far): one run is enough to say so.
             let dominated = r == 0 && !a.all_repeats && st.tokens_per_second < best_so_far / 2.0;

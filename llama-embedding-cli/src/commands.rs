@@ -211,7 +211,7 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         version = Some(VersionInfo {
             name: name.clone(),
             version: format!("v{n}"),
-            mode: "initial".into(),
+            mode: llama_embedding::rundir::VersionMode::Initial,
             base_version: None,
             label: a.label.clone().unwrap_or_else(|| "draft".into()),
             notes: a.notes.clone(),

@@ -352,14 +352,17 @@ fn compare(root: &Path, name: &str, a: &str, b: &str, detail: usize, json: bool)
             bail!(
                 "{name} v{n} has no output yet ({}){}",
                 m.status,
-                if m.version.as_ref().is_some_and(|v| v.mode == "rerun") {
+                if m.version
+                    .as_ref()
+                    .is_some_and(|v| v.mode == llama_embedding::rundir::VersionMode::Rerun)
+                {
                     format!(": finish it with `llama-embed runs rerun {name} --continue v{n}`")
                 } else {
                     String::new()
                 }
             );
         }
-        if m.status != "completed" {
+        if m.status != llama_embedding::rundir::RunState::Completed {
             eprintln!(
                 "llama-embed: note: v{n} is {} (compared as far as its checkpoint goes)",
                 m.status

@@ -332,7 +332,7 @@ fn resume_refuses_other_vector_settings_and_finished_runs() {
     // Mark it unfinished, then resume with another --max-tokens.
     let meta_path = dir.join("run/metadata.json");
     let mut m = llama_embedding::job::load_metadata(&dir.join("run")).unwrap();
-    m.status = "stopped".into();
+    m.status = llama_embedding::rundir::RunState::Stopped;
     llama_embedding::rundir::write_checked(&meta_path, &m).unwrap();
     let o = continue_run(
         &model,
@@ -480,7 +480,7 @@ fn sigterm_checkpoints_exits_130_and_resume_completes_identically() {
     );
     assert_eq!(status.code(), Some(130));
     let st = llama_embedding::job::run_status(&dir.join("run")).unwrap();
-    assert_eq!(st.status, "stopped");
+    assert_eq!(st.status, llama_embedding::rundir::RunState::Stopped);
     assert!(
         st.done > 0 && st.done < 20000 && st.done.is_multiple_of(64),
         "done {}",

@@ -16,8 +16,8 @@ use crate::items::{ItemRow, ItemsDb};
 use crate::model::{EmbeddingModel, ModelFacts};
 use crate::pipeline::{BatchConfig, BatchProcessor, ErrorStrategy};
 use crate::reader::ItemSource;
-use crate::rundir::VersionInfo;
 use crate::rundir::{self, Checkpoint, RunLock};
+use crate::rundir::{RunState, VersionInfo, VersionMode};
 pub use crate::settings::VectorSettings;
 use crate::sink::{open_sink, Dtype, ErrorFile, OutputFormat, Sink, SinkState, StdoutSink, STDOUT};
 use crate::stats::{BatchStats, ProgressInfo};
@@ -28,8 +28,7 @@ use crate::store::{StoreModel, StoreSpec};
 pub struct Metadata {
     pub format_version: u32,
     pub tool: String,
-    /// running, completed, stopped (signal or error strategy), failed.
-    pub status: String,
+    pub status: RunState,
     pub started_at: String,
     pub updated_at: String,
     pub finished_at: Option<String>,
@@ -277,7 +276,7 @@ pub fn run_job(
     let (mut meta, checkpoint) = if resume {
         let meta = load_metadata(&dir)?;
         check_resumable(&meta.vectors, &settings)?;
-        if meta.status == "completed" {
+        if meta.status == RunState::Completed {
             return Err(Error::Config(format!(
                 "{} is already complete; nothing to resume",
                 dir.display()
@@ -309,7 +308,7 @@ pub fn run_job(
         let meta = Metadata {
             format_version: 1,
             tool: format!("llama-embed {}", env!("CARGO_PKG_VERSION")),
-            status: "running".into(),
+            status: RunState::Running,
             started_at: now.clone(),
             updated_at: now,
             finished_at: None,
@@ -346,9 +345,13 @@ pub fn run_job(
     // A resume uses the stored input description and output choice.
     let (input, input_spec, selection, format, dtype, output_file) = if resume {
         meta.resumes += 1;
-        meta.status = "running".into();
-        if let Some(v) = meta.version.as_mut().filter(|v| v.mode == "initial") {
-            v.mode = "resume".into();
+        meta.status = RunState::Running;
+        if let Some(v) = meta
+            .version
+            .as_mut()
+            .filter(|v| v.mode == VersionMode::Initial)
+        {
+            v.mode = VersionMode::Resume;
         }
         (
             meta.input.clone(),
@@ -535,7 +538,7 @@ pub fn run_job(
         }
         Some(e) => {
             // Keep what is consistent: the failed window is redone on resume.
-            meta.status = "failed".into();
+            meta.status = RunState::Failed;
             meta.message = Some(e.to_string());
             meta.updated_at = rundir::now();
             let _ = rundir::write_checked(&dir.join(rundir::METADATA), &meta);
@@ -550,14 +553,14 @@ pub fn run_job(
         out.sinks.each(|s| s.finish(&stats.to_json()))?;
         last = out.checkpoint(done, &stats)?;
         out.sinks.each(|s| s.cleanup())?;
-        meta.status = "completed".into();
+        meta.status = RunState::Completed;
         meta.finished_at = Some(rundir::now());
     } else if end == JobEnd::StoppedByErrors {
         // Everything up to the failure is consistent (in order): keep it.
         last = out.checkpoint(done, &stats)?;
-        meta.status = "stopped".into();
+        meta.status = RunState::Stopped;
     } else {
-        meta.status = "stopped".into();
+        meta.status = RunState::Stopped;
     }
     meta.updated_at = rundir::now();
     meta.stats = if end == JobEnd::Interrupted {
@@ -657,7 +660,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunStatus {
     pub run_dir: PathBuf,
-    pub status: String,
+    pub status: RunState,
     pub started_at: String,
     pub last_update: String,
     pub total: Option<u64>,

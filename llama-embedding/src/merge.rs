@@ -196,7 +196,7 @@ pub fn merge_runs(dirs: &[PathBuf], output: &Path) -> Result<MergeReport> {
                 }
             )));
         }
-        if m.status != "completed" {
+        if m.status != crate::rundir::RunState::Completed {
             return Err(Error::Config(format!(
                 "{} is {}, not completed: resume it first (llama-embed embed --resume {0})",
                 dir.display(),

@@ -320,15 +320,65 @@ pub fn default_run_dir(input: &str) -> PathBuf {
     PathBuf::from("runs").join(format!("{safe}-{ts}"))
 }
 
+/// A run's status in its `metadata.json` (written as the lowercase word).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// A process is writing it, or one died (the lock tells which).
+    Running,
+    Completed,
+    /// Stopped by a signal or by the error strategy; resumable.
+    Stopped,
+    /// Ended by an error (its message is recorded); resumable once the cause is fixed.
+    Failed,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Completed => "completed",
+            RunState::Stopped => "stopped",
+            RunState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// How a version came to be (`VersionInfo::mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionMode {
+    /// A fresh run.
+    Initial,
+    /// An initial run continued after an interruption.
+    Resume,
+    /// A few items re-embedded over a base version.
+    Rerun,
+}
+
+impl std::fmt::Display for VersionMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            VersionMode::Initial => "initial",
+            VersionMode::Resume => "resume",
+            VersionMode::Rerun => "rerun",
+        })
+    }
+}
+
 /// What a version is, in its `metadata.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionInfo {
     pub name: String,
     /// `v0`, `v1`, …
     pub version: String,
-    /// `initial` (a fresh run), `resume` (an initial run continued after an interruption) or
-    /// `rerun` (a few items re-embedded over a base version).
-    pub mode: String,
+    pub mode: VersionMode,
     pub base_version: Option<String>,
     /// draft (default), alpha, beta, rc, final, deprecated or a custom word.
     pub label: String,
@@ -406,5 +456,34 @@ mod tests {
         );
         drop(l);
         RunLock::acquire(&dir).unwrap();
+    }
+
+    #[test]
+    fn run_states_and_version_modes_keep_their_words_on_disk() {
+        for (state, word) in [
+            (RunState::Running, "running"),
+            (RunState::Completed, "completed"),
+            (RunState::Stopped, "stopped"),
+            (RunState::Failed, "failed"),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&state).unwrap(),
+                format!("\"{word}\"")
+            );
+            assert_eq!(
+                serde_json::from_str::<RunState>(&format!("\"{word}\"")).unwrap(),
+                state
+            );
+            assert_eq!(format!("{state:<10}|"), format!("{word:<10}|"));
+        }
+        for (mode, word) in [
+            (VersionMode::Initial, "initial"),
+            (VersionMode::Resume, "resume"),
+            (VersionMode::Rerun, "rerun"),
+        ] {
+            assert_eq!(serde_json::to_string(&mode).unwrap(), format!("\"{word}\""));
+            assert_eq!(mode.to_string(), word);
+        }
+        assert!(serde_json::from_str::<RunState>("\"finished\"").is_err());
     }
 }

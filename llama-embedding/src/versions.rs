@@ -28,7 +28,7 @@ use crate::model::EmbeddingModel;
 use crate::pipeline::BatchConfig;
 use crate::rundir::row_id;
 use crate::rundir::{self, Checkpoint, RunLock};
-pub use crate::rundir::{version_number, VersionInfo};
+pub use crate::rundir::{version_number, RunState, VersionInfo, VersionMode};
 use crate::sink::{OutputFormat, SinkState};
 
 pub const LATEST: &str = "latest";
@@ -165,7 +165,7 @@ pub fn point_latest(run_dir: &Path) -> Result<()> {
     let newest = versions(root, &name)?
         .into_iter()
         .rev()
-        .find(|(_, d)| load_metadata(d).is_ok_and(|m| m.status == "completed"));
+        .find(|(_, d)| load_metadata(d).is_ok_and(|m| m.status == RunState::Completed));
     let Some((n, _)) = newest else { return Ok(()) };
     let target = format!("v{n}");
     let link = name_dir.join(LATEST);
@@ -212,12 +212,11 @@ pub struct ListedVersion {
     pub latest: bool,
     pub created: String,
     pub label: String,
-    pub mode: String,
+    pub mode: VersionMode,
     pub base_version: Option<String>,
     pub notes: Option<String>,
     pub duration_seconds: f64,
-    /// Run status: running, completed, stopped, failed.
-    pub status: String,
+    pub status: RunState,
     pub items: u64,
     pub failed: u64,
     pub model: PathBuf,
@@ -245,7 +244,7 @@ pub fn list(root: &Path, name: &str) -> Result<Vec<ListedVersion>> {
                 base_version: v.base_version,
                 notes: v.notes,
                 duration_seconds: v.duration_seconds,
-                status: m.status.clone(),
+                status: m.status,
                 items: m.stats.texts_succeeded,
                 failed: m.stats.texts_failed,
                 model: m.model_path.clone(),
@@ -347,7 +346,7 @@ pub struct RerunReport {
 fn rerun_base(job: &RerunJob) -> Result<(u32, PathBuf, Metadata)> {
     let (n, dir) = resolve(&job.root, &job.name, job.base.as_deref().unwrap_or(LATEST))?;
     let m = load_metadata(&dir)?;
-    if m.status != "completed" {
+    if m.status != RunState::Completed {
         return Err(Error::Config(format!(
             "{} v{n} is {}: a rerun starts from a completed version",
             job.name, m.status
@@ -401,11 +400,11 @@ pub fn rerun(
             let info = m
                 .version
                 .clone()
-                .filter(|i| i.mode == "rerun")
+                .filter(|i| i.mode == VersionMode::Rerun)
                 .ok_or_else(|| {
                     Error::Config(format!("{} v{n} is not a rerun version", job.name))
                 })?;
-            if m.status == "completed" {
+            if m.status == RunState::Completed {
                 return Err(Error::Config(format!(
                     "{} v{n} is complete; nothing to continue",
                     job.name
@@ -489,7 +488,7 @@ pub fn rerun(
     let info = VersionInfo {
         name: job.name.clone(),
         version: format!("v{n}"),
-        mode: "rerun".into(),
+        mode: VersionMode::Rerun,
         base_version: Some(format!("v{base_n}")),
         label,
         notes,
@@ -498,7 +497,7 @@ pub fn rerun(
     };
     // The version's own metadata says "running" until the collated output is there.
     let mut meta = base.clone();
-    meta.status = "running".into();
+    meta.status = RunState::Running;
     meta.started_at = previous.map_or_else(rundir::now, |(started, _)| started);
     meta.updated_at = rundir::now();
     meta.finished_at = None;
@@ -541,7 +540,7 @@ pub fn rerun(
         total: Some(ids.len() as u64),
         version: None,
     };
-    let sub_done = resume && load_metadata(&sub).is_ok_and(|m| m.status == "completed");
+    let sub_done = resume && load_metadata(&sub).is_ok_and(|m| m.status == RunState::Completed);
     let sub_resume = resume && sub.join(rundir::METADATA).is_file();
     let report = if sub_done {
         None
@@ -549,7 +548,7 @@ pub fn rerun(
         match job::run_job(sub_job, sub_resume, progress, stop) {
             Ok(r) => Some(r),
             Err(e) => {
-                meta.status = "failed".into();
+                meta.status = RunState::Failed;
                 meta.message = Some(e.to_string());
                 meta.updated_at = rundir::now();
                 let _ = rundir::write_checked(&dir.join(rundir::METADATA), &meta);
@@ -563,7 +562,7 @@ pub fn rerun(
     info.duration_seconds += started.elapsed().as_secs_f64();
     if let Some(r) = &report {
         if r.end != JobEnd::Completed {
-            meta.status = "stopped".into();
+            meta.status = RunState::Stopped;
             meta.message = r.message.clone().or(Some("interrupted".into()));
             meta.version = Some(info.clone());
             meta.updated_at = rundir::now();
@@ -599,7 +598,7 @@ pub fn rerun(
         written_at: rundir::now(),
     };
     rundir::save_checkpoint(&dir, &cp)?;
-    meta.status = "completed".into();
+    meta.status = RunState::Completed;
     meta.stats = stats;
     meta.finished_at = Some(rundir::now());
     meta.updated_at = rundir::now();
