@@ -302,7 +302,7 @@ fn side_by_side(ma: &Metadata, mb: &Metadata) -> Vec<(String, String, String)> {
         serde_json::json!({
             "created": m.started_at,
             "label": v.as_ref().map(|v| v.label.clone()),
-            "mode": v.as_ref().map(|v| v.mode.clone()),
+            "mode": v.as_ref().map(|v| v.mode),
             "base": v.as_ref().and_then(|v| v.base_version.clone()),
             "notes": v.as_ref().and_then(|v| v.notes.clone()),
             "duration_s": v.as_ref().map(|v| (v.duration_seconds * 10.0).round() / 10.0),
