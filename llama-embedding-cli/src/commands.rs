@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use llama_embedding::input::{count_lines, parse_ids, InputFormat, InputSpec, Selection, Shard};
 use llama_embedding::job::{self, EmbedJob, JobEnd};
 use llama_embedding::resolve;
-use llama_embedding::sink::{Dtype, OutputFormat};
+use llama_embedding::sink::{stdout_refusal, Dtype, OutputFormat};
 use llama_embedding::{BatchConfig, EmbedOptions, EmbeddingModel, ErrorStrategy, LoadOptions};
 
 use crate::args::{EmbedArgs, ModelArgs, ModelCommand, SearchArgs};
@@ -39,9 +39,13 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         bail!("input file {input} does not exist");
     }
     let dtype: Dtype = a.dtype.parse().map_err(anyhow::Error::msg)?;
+    let to_stdout = a
+        .output
+        .as_ref()
+        .is_some_and(|o| o.as_os_str() == llama_embedding::sink::STDOUT);
     let format = match (&a.format, &a.output) {
         (Some(f), _) => f.parse().map_err(anyhow::Error::msg)?,
-        (None, Some(o)) if o.as_os_str() == llama_embedding::sink::STDOUT => OutputFormat::Jsonl,
+        (None, Some(_)) if to_stdout => OutputFormat::Jsonl,
         (None, Some(o)) => match OutputFormat::from_path(o) {
             Some(f) => f,
             None => {
@@ -79,15 +83,8 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         Some((s, src)) => (Some(s), Some(src)),
         None => (None, None),
     };
-    let to_stdout = a
-        .output
-        .as_ref()
-        .is_some_and(|o| o.as_os_str() == llama_embedding::sink::STDOUT);
-    if to_stdout && format != OutputFormat::Jsonl {
-        return usage(format!(
-            "-o - writes JSONL to stdout; --format {} needs an output file",
-            format.extension()
-        ));
+    if let Some(why) = to_stdout.then(|| stdout_refusal(format)).flatten() {
+        return usage(why);
     }
     if to_stdout && (a.run_name.is_some() || shard_source.is_some()) {
         return usage(

@@ -19,7 +19,9 @@ use crate::reader::ItemSource;
 use crate::rundir::{self, Checkpoint, RunLock};
 use crate::rundir::{RunState, VersionInfo, VersionMode};
 pub use crate::settings::VectorSettings;
-use crate::sink::{open_sink, Dtype, ErrorFile, OutputFormat, Sink, SinkState, StdoutSink, STDOUT};
+use crate::sink::{
+    open_sink, stdout_refusal, Dtype, ErrorFile, OutputFormat, Sink, SinkState, StdoutSink, STDOUT,
+};
 use crate::stats::{BatchStats, ProgressInfo};
 use crate::store::{StoreModel, StoreSpec};
 
@@ -253,7 +255,8 @@ pub fn check_resumable(stored: &VectorSettings, now: &VectorSettings) -> Result<
 ///
 /// # Errors
 /// Setup errors (run directory in use, unreadable input, resume mismatch) and fatal run errors.
-/// Outputs written before a fatal error stay covered by the last checkpoint.
+/// Outputs written before a fatal error stay covered by the last checkpoint. A version's job
+/// (`EmbedJob::version`) is followed by [`crate::versions::after_run`], which points `latest`.
 pub fn run_job(
     job: EmbedJob,
     resume: bool,
@@ -261,6 +264,11 @@ pub fn run_job(
     stop: Arc<AtomicBool>,
 ) -> Result<JobReport> {
     let segment_start = Instant::now();
+    if job.output.as_ref().is_some_and(|p| p.as_os_str() == STDOUT) {
+        if let Some(why) = stdout_refusal(job.output_format) {
+            return Err(Error::Config(why));
+        }
+    }
     let dir = job.run_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let _lock = RunLock::acquire(&dir)?;
@@ -394,12 +402,6 @@ pub fn run_job(
     };
     let mut sinks: Vec<(PathBuf, Box<dyn Sink>)> = Vec::new();
     if meta.file_output && output_file == STDOUT {
-        if format != OutputFormat::Jsonl {
-            return Err(Error::Config(format!(
-                "-o - writes JSONL to standard output; --format {} needs a file",
-                format.extension()
-            )));
-        }
         let state = checkpoint.as_ref().map(|c| &c.output);
         sinks.push((output_path.clone(), Box::new(StdoutSink::new(dtype, state))));
     } else if meta.file_output {

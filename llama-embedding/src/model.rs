@@ -394,28 +394,8 @@ impl EmbeddingModel {
             }
             None => text,
         };
-        let mut tokens = self.llama.vocab().tokenize(full.as_bytes(), true, true);
-        let n_full = tokens.len();
-        let truncated = n_full > max_tokens;
-        if truncated {
-            if !options.truncate {
-                return Err(ItemError::new(
-                    ItemErrorKind::TooLong,
-                    format!(
-                        "{n_full} tokens, more than the limit of {max_tokens} (truncation is off)"
-                    ),
-                ));
-            }
-            let tail = self.special_tail.min(n_full);
-            let tail_tokens: Vec<LlamaToken> = tokens[n_full - tail..].to_vec();
-            tokens.truncate(max_tokens - tail);
-            tokens.extend(tail_tokens);
-        }
-        Ok(Tokenized {
-            tokens,
-            n_tokens_full: n_full,
-            truncated,
-        })
+        let tokens = self.llama.vocab().tokenize(full.as_bytes(), true, true);
+        Tokenized::fit(tokens, max_tokens, self.special_tail, options.truncate)
     }
 
     /// SHA-256 of the model file, computed once and cached next to the model
@@ -439,4 +419,41 @@ pub struct Tokenized {
     /// Tokens before truncation.
     pub n_tokens_full: usize,
     pub truncated: bool,
+}
+
+impl Tokenized {
+    /// A text's full tokenisation cut to `max_tokens`, keeping its last `tail` tokens (the
+    /// closing special tokens: `[CLS] t1..t(N-2) [SEP]` for BERT, as sentence-transformers'
+    /// `max_seq_length` does).
+    ///
+    /// # Errors
+    /// [`ItemErrorKind::TooLong`] when it is longer and `truncate` is off.
+    pub fn fit(
+        mut tokens: Vec<LlamaToken>,
+        max_tokens: usize,
+        tail: usize,
+        truncate: bool,
+    ) -> Result<Tokenized, ItemError> {
+        let n_full = tokens.len();
+        let truncated = n_full > max_tokens;
+        if truncated {
+            if !truncate {
+                return Err(ItemError::new(
+                    ItemErrorKind::TooLong,
+                    format!(
+                        "{n_full} tokens, more than the limit of {max_tokens} (truncation is off)"
+                    ),
+                ));
+            }
+            let tail = tail.min(n_full);
+            let tail_tokens: Vec<LlamaToken> = tokens[n_full - tail..].to_vec();
+            tokens.truncate(max_tokens - tail);
+            tokens.extend(tail_tokens);
+        }
+        Ok(Tokenized {
+            tokens,
+            n_tokens_full: n_full,
+            truncated,
+        })
+    }
 }

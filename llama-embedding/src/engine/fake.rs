@@ -122,23 +122,7 @@ impl Backend for FakeBackend {
                 .map(|w| LlamaToken(Self::word_token(w))),
         );
         tokens.push(LlamaToken(SEP));
-        let n_full = tokens.len();
-        let truncated = n_full > max_tokens;
-        if truncated {
-            if !options.truncate {
-                return Err(ItemError::new(
-                    ItemErrorKind::TooLong,
-                    format!("{n_full} tokens, more than the limit of {max_tokens}"),
-                ));
-            }
-            tokens.truncate(max_tokens - 1);
-            tokens.push(LlamaToken(SEP));
-        }
-        Ok(Tokenized {
-            tokens,
-            n_tokens_full: n_full,
-            truncated,
-        })
+        Tokenized::fit(tokens, max_tokens, 1, options.truncate)
     }
 
     fn context_estimate_mb(&self, tokens: usize) -> u64 {

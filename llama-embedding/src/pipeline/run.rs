@@ -29,12 +29,11 @@ pub struct Run {
     /// The reader, then the tokenizer.
     threads: Vec<JoinHandle<()>>,
     /// Kept alive while its batches are in flight.
-    _engine: Arc<Engine>,
+    engine: Arc<Engine>,
     stats: BatchStats,
     latency: LatencyLog,
     model_time: Duration,
     started: Instant,
-    workers: usize,
     total: Option<u64>,
     error_limit: Option<u64>,
     queued_error: Option<Error>,
@@ -77,8 +76,7 @@ impl Run {
             cancel: p.cancel,
             watermark: p.watermark,
             threads: p.threads,
-            workers: p.engine.workers(),
-            _engine: p.engine,
+            engine: p.engine,
             stats: BatchStats::default(),
             latency: LatencyLog::default(),
             model_time: Duration::ZERO,
@@ -128,7 +126,8 @@ impl Run {
         let s = &mut self.stats;
         s.wall_seconds = self.started.elapsed().as_secs_f64();
         s.model_seconds = self.model_time.as_secs_f64();
-        s.other_seconds = (s.wall_seconds - s.model_seconds / self.workers as f64).max(0.0);
+        s.other_seconds =
+            (s.wall_seconds - s.model_seconds / self.engine.workers() as f64).max(0.0);
         if s.wall_seconds > 0.0 {
             let done = (s.texts_succeeded + s.texts_failed) as f64;
             s.texts_per_second = done / s.wall_seconds;

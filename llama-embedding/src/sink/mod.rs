@@ -32,7 +32,7 @@ pub use errors::ErrorFile;
 pub use json::JsonSink;
 pub use jsonl::JsonlSink;
 pub use npy::{ids_file_name, NpySink};
-pub use stdout::{StdoutSink, STDOUT};
+pub use stdout::{stdout_refusal, StdoutSink, STDOUT};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

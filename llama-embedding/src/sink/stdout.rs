@@ -9,6 +9,16 @@ use super::*;
 /// The output name that means standard output.
 pub const STDOUT: &str = "-";
 
+/// Why `format` cannot go to standard output, if it cannot: only JSONL streams to a pipe.
+pub fn stdout_refusal(format: OutputFormat) -> Option<String> {
+    (format != OutputFormat::Jsonl).then(|| {
+        format!(
+            "-o - writes JSONL to stdout; --format {} needs an output file",
+            format.extension()
+        )
+    })
+}
+
 /// JSONL to standard output.
 pub struct StdoutSink {
     out: BufWriter<io::Stdout>,
