@@ -256,7 +256,7 @@ pub fn check_resumable(stored: &VectorSettings, now: &VectorSettings) -> Result<
 /// # Errors
 /// Setup errors (run directory in use, unreadable input, resume mismatch) and fatal run errors.
 /// Outputs written before a fatal error stay covered by the last checkpoint. A version's job
-/// (`EmbedJob::version`) is followed by [`crate::versions::after_run`], which points `latest`.
+/// (`EmbedJob::version`) is followed by `versions::after_run` (the layer above), which points `latest`.
 pub fn run_job(
     job: EmbedJob,
     resume: bool,
