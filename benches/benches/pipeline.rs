@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use llama_embedding::input::{open_input, InputFormat, InputSpec, Selection};
 use llama_embedding::item::{EmbeddingResult, ItemId};
 use llama_embedding::pipeline::batcher::{pack, Batcher, Packable, TokenBudget};
-use llama_embedding::sink::{open_sink, Dtype, OutputFormat};
+use llama_embedding::sink::{open_sink, Dtype, OutputFormat, RowShape};
 
 #[derive(Clone)]
 struct It(u64, usize);
@@ -129,8 +129,7 @@ fn sinks(c: &mut Criterion) {
             n_chars: 100,
             extra: None,
             text: None,
-            part: 0,
-            parts: 1,
+            chunk: None,
         })
         .collect();
     let mut g = c.benchmark_group("sinks_2000x384");
@@ -149,8 +148,11 @@ fn sinks(c: &mut Criterion) {
                     format,
                     &dir,
                     &name,
-                    384,
-                    Dtype::F32,
+                    RowShape {
+                        dims: 384,
+                        dtype: Dtype::F32,
+                        chunked: false,
+                    },
                     &serde_json::json!({}),
                     None,
                 )

@@ -33,8 +33,7 @@ fn rows(n: usize, dims: usize) -> Vec<EmbeddingResult> {
                 n_chars: 64,
                 extra: None,
                 text: Some(format!("synthetic item {i}")),
-                part: 0,
-                parts: 1,
+                chunk: None,
             }
         })
         .collect()

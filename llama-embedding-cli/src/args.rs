@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use llama_embedding::chunk::ChunkBy;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -360,6 +361,20 @@ pub struct EmbedArgs {
     /// run still repeats its batches exactly.
     #[arg(long, conflicts_with = "token_align")]
     pub fast: bool,
+
+    /// Split each text into chunks of at most N tokens of the model's own tokenizer (special
+    /// tokens and --prefix included; never truncated), one row each: id "<item id>#<k>",
+    /// parent_id, chunk, n_chunks, byte_start/byte_end, char_start/char_end. Texts that fit
+    /// are one chunk. Without it a longer text is truncated at --max-tokens.
+    #[arg(long, value_name = "N")]
+    pub chunk_tokens: Option<usize>,
+    /// Tokens neighbouring chunks share: at most M, as many as a word boundary allows.
+    #[arg(long, value_name = "M", default_value_t = 0, requires = "chunk_tokens")]
+    pub chunk_overlap: usize,
+    /// Boundaries a chunk prefers to end at: text (paragraph, line, sentence, word), markdown
+    /// (a heading first) or code (a blank line before an unindented line first, no sentences).
+    #[arg(long, value_name = "KIND", default_value = "text", value_parser = ChunkBy::parse, requires = "chunk_tokens")]
+    pub chunk_by: ChunkBy,
 
     /// Input format: text, jsonl, json, csv, tsv (default: from the extension).
     #[arg(long)]

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use llama_embedding::chunk::ChunkConfig;
 use llama_embedding::input::{count_lines, parse_ids, InputFormat, InputSpec, Selection, Shard};
 use llama_embedding::job::{self, EmbedJob, JobEnd};
 use llama_embedding::resolve;
@@ -179,6 +180,12 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         }
         config = config.with_sort_by_length(!a.no_sort);
         config = config.with_mode(engine_mode(a.fast, a.token_align));
+        if let Some(n) = a.chunk_tokens {
+            match ChunkConfig::new(n, a.chunk_overlap, a.chunk_by) {
+                Ok(c) => config = config.with_chunking(Some(c)),
+                Err(e) => return usage(e),
+            }
+        }
         if let Some(n) = a.token_align {
             config = config.with_token_align(n);
         }
@@ -661,9 +668,30 @@ pub fn search(a: SearchArgs) -> Result<u8> {
                 short
             },
         );
-        println!("{:>4}  {:>8.4}  {:<16}  {text}", h.rank, h.distance, h.id);
+        println!(
+            "{:>4}  {:>8.4}  {:<16}  {}{text}",
+            h.rank,
+            h.distance,
+            h.id,
+            chunk_span(h.fields.as_ref())
+        );
     }
     Ok(EXIT_OK)
+}
+
+/// "[in PARENT, bytes A..B] " for a chunk's hit (its fields carry the span), else "".
+fn chunk_span(fields: Option<&serde_json::Value>) -> String {
+    let Some(f) = fields.filter(|f| f.get("parent_id").is_some()) else {
+        return String::new();
+    };
+    let parent = match &f["parent_id"] {
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    format!(
+        "[in {parent}, bytes {}..{}] ",
+        f["byte_start"], f["byte_end"]
+    )
 }
 
 /// The shard to run: `--shard`, else the scheduler's environment. Returns it with where it

@@ -85,24 +85,54 @@ pub struct EmbeddingResult {
     /// The text embedded (prefix excluded), when [`crate::BatchConfig::keep_text`] is set.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub text: Option<String>,
-    /// This vector is part `part` (0-based) of the item's `parts`; a whole item is part 0 of 1
-    /// (every item today; chunked documents will have many).
-    #[serde(skip_serializing_if = "is_zero", default)]
-    pub part: u32,
-    #[serde(skip_serializing_if = "is_one", default = "one")]
-    pub parts: u32,
+    /// Where this chunk lies in its item, in a chunked run (`--chunk-tokens`); `None` for a
+    /// whole item. Then `id` is `"<item id>#<chunk>"`.
+    #[serde(flatten, skip_serializing_if = "Option::is_none", default)]
+    pub chunk: Option<Chunk>,
 }
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
+impl EmbeddingResult {
+    /// The item's own id: the parent's for a chunk.
+    pub fn item_id(&self) -> &ItemId {
+        self.chunk.as_ref().map_or(&self.id, |c| &c.parent_id)
+    }
+
+    /// Whether this row completes its item (a whole item, or its last chunk).
+    pub fn ends_item(&self) -> bool {
+        self.chunk
+            .as_ref()
+            .is_none_or(|c| c.chunk + 1 == c.n_chunks)
+    }
 }
 
-fn is_one(n: &u32) -> bool {
-    *n == 1
+/// A chunk's place in its item: `text[byte_start..byte_end]` of the item's text is exactly the
+/// text embedded (the prefix excluded), and `char_start..char_end` is the same span in
+/// characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub parent_id: ItemId,
+    /// 0-based.
+    pub chunk: u32,
+    pub n_chunks: u32,
+    pub byte_start: usize,
+    pub byte_end: usize,
+    pub char_start: usize,
+    pub char_end: usize,
 }
 
-fn one() -> u32 {
-    1
+impl Chunk {
+    /// The id of the chunk's row: `"<item id>#<chunk>"`.
+    pub fn row_id(&self) -> ItemId {
+        ItemId::Str(format!("{}#{}", self.parent_id, self.chunk))
+    }
+
+    /// "chunk 3 of 7 (bytes 1200..1630)", for error messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "chunk {} of {} (bytes {}..{})",
+            self.chunk, self.n_chunks, self.byte_start, self.byte_end
+        )
+    }
 }
 
 /// An item that could not be embedded.
@@ -130,10 +160,27 @@ impl ItemOutcome {
         }
     }
 
+    /// The row's id (a chunk's own id in a chunked run).
     pub fn id(&self) -> &ItemId {
         match self {
             ItemOutcome::Embedded(r) => &r.id,
             ItemOutcome::Failed(f) => &f.id,
+        }
+    }
+
+    /// The item's id (the parent's for a chunk).
+    pub fn item_id(&self) -> &ItemId {
+        match self {
+            ItemOutcome::Embedded(r) => r.item_id(),
+            ItemOutcome::Failed(f) => &f.id,
+        }
+    }
+
+    /// Whether this outcome completes its item (a failure is always its item's only outcome).
+    pub fn ends_item(&self) -> bool {
+        match self {
+            ItemOutcome::Embedded(r) => r.ends_item(),
+            ItemOutcome::Failed(_) => true,
         }
     }
 

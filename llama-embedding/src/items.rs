@@ -75,7 +75,7 @@ impl ItemRow {
         };
         ItemRow {
             seq: outcome.index(),
-            id: outcome.id().to_string(),
+            id: outcome.item_id().to_string(),
             state,
             error,
             error_type,

@@ -20,7 +20,8 @@ use crate::rundir::{self, Checkpoint, RunLock};
 use crate::rundir::{RunState, VersionInfo, VersionMode};
 pub use crate::settings::VectorSettings;
 use crate::sink::{
-    open_sink, stdout_refusal, Dtype, ErrorFile, OutputFormat, Sink, SinkState, StdoutSink, STDOUT,
+    open_sink, stdout_refusal, Dtype, ErrorFile, OutputFormat, RowShape, Sink, SinkState,
+    StdoutSink, STDOUT,
 };
 use crate::stats::{BatchStats, ProgressInfo};
 use crate::store::{StoreModel, StoreSpec};
@@ -139,6 +140,7 @@ fn vector_settings(model: &EmbeddingModel, config: &BatchConfig) -> Result<Vecto
         flash_attention: config.mode.flash_attention(),
         mode: Some(config.mode),
         cpu_kernels: Some(crate::kernels::kernels()?.variant.clone()),
+        chunking: config.chunking,
     })
 }
 
@@ -245,6 +247,13 @@ pub fn check_resumable(stored: &VectorSettings, now: &VectorSettings) -> Result<
                 b.get(k).unwrap_or(&serde_json::Value::Null)
             )));
         }
+    }
+    // Absent from runs that did not chunk, so not seen above.
+    if stored.chunking != now.chunking {
+        return Err(Error::Config(format!(
+            "cannot resume: the run's chunking was {:?} and is {:?} now (it changes the vectors)",
+            stored.chunking, now.chunking
+        )));
     }
     Ok(())
 }
@@ -411,8 +420,11 @@ pub fn run_job(
                 format,
                 &out_dir,
                 &out_name,
-                dims,
-                dtype,
+                RowShape {
+                    dims,
+                    dtype,
+                    chunked: meta.vectors.chunking.is_some(),
+                },
                 &job_json,
                 checkpoint.as_ref().map(|c| &c.output),
             )
@@ -487,7 +499,10 @@ pub fn run_job(
     let mut fatal: Option<Error> = None;
     loop {
         let Some(outcome) = run.next() else { break };
-        if let Ok(o) = &outcome {
+        // A chunked item's rows come one chunk at a time: its state and any checkpoint wait
+        // for its last chunk, so a checkpoint never splits an item.
+        let ends_item = outcome.as_ref().is_ok_and(ItemOutcome::ends_item);
+        if let (Ok(o), true) = (&outcome, ends_item) {
             out.rows.push(ItemRow::of(o));
         }
         match outcome {
@@ -505,6 +520,9 @@ pub fn run_job(
                 fatal = Some(e);
                 break;
             }
+        }
+        if !ends_item {
+            continue;
         }
         items_since_save += 1;
         let done = run.emitted();

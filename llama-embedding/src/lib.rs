@@ -18,6 +18,7 @@
 //! # fn main() {}
 //! ```
 
+pub mod chunk;
 #[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;

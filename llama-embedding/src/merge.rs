@@ -60,6 +60,8 @@ pub(crate) struct Rows {
     path: PathBuf,
     lines: std::io::Lines<Box<dyn BufRead>>,
     pub head: Option<(String, String)>,
+    /// A chunked run's output: an item's rows are `<id>#0`, `<id>#1`, … in a row.
+    chunked: bool,
 }
 
 /// A file's first `len` bytes (all when `None`): only what a checkpoint covers is final.
@@ -72,11 +74,12 @@ pub(crate) fn covered_reader(path: &Path, len: Option<u64>) -> Result<Box<dyn Bu
 }
 
 impl Rows {
-    pub fn open(path: &Path, len: Option<u64>) -> Result<Rows> {
+    pub fn open(path: &Path, len: Option<u64>, chunked: bool) -> Result<Rows> {
         let mut r = Rows {
             path: path.to_path_buf(),
             lines: covered_reader(path, len)?.lines(),
             head: None,
+            chunked,
         };
         r.advance()?;
         Ok(r)
@@ -95,8 +98,29 @@ impl Rows {
         Ok(())
     }
 
-    /// The head row when it is `id`'s, advancing past it.
+    /// The head row when it is item `id`'s (in a chunked run all its chunks' rows, joined by
+    /// newlines), advancing past it.
     pub fn take(&mut self, id: &str) -> Result<Option<String>> {
+        if !self.chunked {
+            return self.take_row(id);
+        }
+        let mut rows: Option<String> = None;
+        for k in 0.. {
+            let Some(line) = self.take_row(&format!("{id}#{k}"))? else {
+                break;
+            };
+            match rows.as_mut() {
+                Some(r) => {
+                    r.push('\n');
+                    r.push_str(&line);
+                }
+                None => rows = Some(line),
+            }
+        }
+        Ok(rows)
+    }
+
+    fn take_row(&mut self, id: &str) -> Result<Option<String>> {
         if self.head.as_ref().is_some_and(|(h, _)| h == id) {
             let line = self.head.take().map(|(_, l)| l);
             self.advance()?;
@@ -214,7 +238,11 @@ pub fn merge_runs(dirs: &[PathBuf], output: &Path) -> Result<MergeReport> {
             )));
         }
         let out = ShardOutput {
-            rows: Rows::open(Path::new(&m.output_file), None)?,
+            rows: Rows::open(
+                Path::new(&m.output_file),
+                None,
+                m.vectors.chunking.is_some(),
+            )?,
             failed: crate::rundir::failed_ids(dir)?,
         };
         if shards.insert(shard.index, out).is_some() {
@@ -257,7 +285,7 @@ pub fn merge_runs(dirs: &[PathBuf], output: &Path) -> Result<MergeReport> {
                 if let Some(line) = s.rows.take(&id)? {
                     w.write_all(line.as_bytes()).map_err(io)?;
                     w.write_all(b"\n").map_err(io)?;
-                    report.rows += 1;
+                    report.rows += 1 + line.matches('\n').count() as u64;
                     true
                 } else if s.failed.contains(&id) {
                     report.failed += 1;

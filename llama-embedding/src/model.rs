@@ -398,6 +398,17 @@ impl EmbeddingModel {
         Tokenized::fit(tokens, max_tokens, self.special_tail, options.truncate)
     }
 
+    /// Tokens that embedding adds to any text: the special tokens and the prefix (what a
+    /// chunk's overlap does not count).
+    pub fn added_tokens(&self, options: &EmbedOptions) -> usize {
+        let probe = "a";
+        let full = format!("{}{probe}", options.prefix.as_deref().unwrap_or(""));
+        let vocab = self.llama.vocab();
+        let with = vocab.tokenize(full.as_bytes(), true, true).len();
+        let alone = vocab.tokenize(probe.as_bytes(), false, true).len();
+        with.saturating_sub(alone)
+    }
+
     /// SHA-256 of the model file, computed once and cached next to the model
     /// (`MODEL.sha256`) or, where that folder is read-only, in the user cache.
     ///

@@ -33,6 +33,9 @@ pub struct VectorSettings {
     /// their last bits from one variant to another. Runs made before it was recorded have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_kernels: Option<String>,
+    /// How texts were split into chunks (`--chunk-tokens`); `None`: one vector per text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunking: Option<crate::chunk::ChunkConfig>,
 }
 
 impl VectorSettings {
@@ -55,6 +58,7 @@ impl VectorSettings {
             .with_token_budget(self.token_budget)
             .with_window(self.window)
             .with_sort_by_length(self.sort_by_length)
+            .with_chunking(self.chunking)
             .with_mode(mode);
         if mode == crate::engine::EngineMode::Aligned {
             config.with_token_align(self.token_align)

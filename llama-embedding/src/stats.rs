@@ -11,6 +11,9 @@ pub struct BatchStats {
     /// Items the reader skipped (blank lines, comments), not sent to the model.
     pub texts_skipped: u64,
     pub tokens: u64,
+    /// Chunks embedded, in a chunked run (each a vector; `texts_succeeded` counts items).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks: u64,
     pub characters: u64,
     pub truncated: u64,
     pub batches: u64,
@@ -37,6 +40,7 @@ impl std::ops::AddAssign<&BatchStats> for BatchStats {
         self.texts_succeeded += o.texts_succeeded;
         self.texts_failed += o.texts_failed;
         self.tokens += o.tokens;
+        self.chunks += o.chunks;
         self.characters += o.characters;
         self.truncated += o.truncated;
         self.batches += o.batches;
@@ -46,6 +50,10 @@ impl std::ops::AddAssign<&BatchStats> for BatchStats {
         }
         self.peak_memory_mb = self.peak_memory_mb.max(o.peak_memory_mb);
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl BatchStats {
@@ -58,6 +66,14 @@ impl BatchStats {
             "texts:      {} total, {} embedded, {} failed, {} skipped",
             self.texts_total, self.texts_succeeded, self.texts_failed, self.texts_skipped
         );
+        if self.chunks > 0 {
+            let _ = writeln!(
+                s,
+                "chunks:     {} ({:.1} per embedded text)",
+                self.chunks,
+                self.chunks as f64 / self.texts_succeeded.max(1) as f64
+            );
+        }
         let _ = writeln!(
             s,
             "tokens:     {} ({} texts truncated), {} characters",

@@ -223,10 +223,19 @@ fn vector_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// The row's kept fields, and for a chunk its `parent_id`, `chunk`, `n_chunks` and spans.
 fn fields_json(r: &EmbeddingResult) -> Option<String> {
-    r.extra
-        .as_ref()
-        .map(|m| serde_json::to_string(m).expect("json"))
+    let Some(c) = &r.chunk else {
+        return r
+            .extra
+            .as_ref()
+            .map(|m| serde_json::to_string(m).expect("json"));
+    };
+    let mut m = r.extra.clone().unwrap_or_default();
+    if let Value::Object(chunk) = serde_json::to_value(c).expect("json") {
+        m.extend(chunk);
+    }
+    Some(serde_json::to_string(&m).expect("json"))
 }
 
 /// Opens a store for writing vectors of `model`, creating it when needed.

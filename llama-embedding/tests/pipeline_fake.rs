@@ -52,7 +52,7 @@ fn outcomes_come_in_input_order_with_their_own_vectors() {
         let r = o.embedded().expect("embedded");
         assert_eq!(r.index, i as u64);
         assert_eq!(r.id, llama_embedding::ItemId::Num(i as u64));
-        assert_eq!((r.part, r.parts), (0, 1));
+        assert!(r.chunk.is_none());
         assert_eq!(r.embedding, expected(&fake, &input[i]), "item {i}");
     }
     let s = p.stats();

@@ -36,6 +36,8 @@ pub trait Backend: Send + Sync + 'static {
         options: &EmbedOptions,
         max_tokens: usize,
     ) -> std::result::Result<Tokenized, ItemError>;
+    /// Tokens [`Backend::tokenize`] adds to any text (special tokens and prefix).
+    fn added_tokens(&self, options: &EmbedOptions) -> usize;
     /// A rough upper bound of one context's compute memory for decodes of `tokens` tokens.
     fn context_estimate_mb(&self, tokens: usize) -> u64;
     /// Makes a context on the calling thread (it is used only there).
@@ -89,6 +91,10 @@ impl Backend for EmbeddingModel {
         max_tokens: usize,
     ) -> std::result::Result<Tokenized, ItemError> {
         EmbeddingModel::tokenize(self, text, options, max_tokens)
+    }
+
+    fn added_tokens(&self, options: &EmbedOptions) -> usize {
+        EmbeddingModel::added_tokens(self, options)
     }
 
     /// Activations per token plus the attention scores of the whole batch (llama.cpp sizes its

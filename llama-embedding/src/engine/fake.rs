@@ -125,6 +125,13 @@ impl Backend for FakeBackend {
         Tokenized::fit(tokens, max_tokens, 1, options.truncate)
     }
 
+    fn added_tokens(&self, options: &EmbedOptions) -> usize {
+        2 + options
+            .prefix
+            .as_deref()
+            .map_or(0, |p| p.split_whitespace().count())
+    }
+
     fn context_estimate_mb(&self, tokens: usize) -> u64 {
         1 + tokens as u64 / 1024
     }

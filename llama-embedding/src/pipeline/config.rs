@@ -1,6 +1,7 @@
 //! [`BatchConfig`]: how a run batches, how many engine threads it uses, what it does with
 //! failures and how it watches memory; checked by [`BatchConfig::validate`].
 
+use crate::chunk::ChunkConfig;
 use crate::engine::{EngineMode, LLAMA_MAX_SEQ};
 use crate::error::{Error, Result};
 use crate::model::EmbedOptions;
@@ -67,6 +68,9 @@ pub struct BatchConfig {
     /// Token alignment of each text in `Aligned` mode (8 default; 16: byte-identical vectors
     /// across batch compositions also for rare long texts). The other modes align to 1.
     pub token_align: usize,
+    /// Split each text into chunks of at most this many tokens (one vector each); `None`
+    /// (default): one vector per text, truncated or refused past `max_tokens`.
+    pub chunking: Option<ChunkConfig>,
 }
 
 impl Default for BatchConfig {
@@ -88,6 +92,7 @@ impl Default for BatchConfig {
             keep_text: false,
             mode: EngineMode::Exact,
             token_align: crate::engine::TOKEN_ALIGN,
+            chunking: None,
         }
     }
 }
@@ -158,6 +163,12 @@ impl BatchConfig {
         } else {
             ErrorStrategy::StopOnFirst
         };
+        self
+    }
+
+    /// Chunk every text (see [`ChunkConfig`]).
+    pub fn with_chunking(mut self, chunking: Option<ChunkConfig>) -> Self {
+        self.chunking = chunking;
         self
     }
 

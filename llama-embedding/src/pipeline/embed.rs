@@ -11,7 +11,7 @@ use super::order::SegmentKey;
 use super::tokenize::Segment;
 use crate::engine::{Engine, Reply};
 use crate::error::{ItemError, ItemErrorKind};
-use crate::item::{EmbeddingResult, ItemFailure, ItemOutcome};
+use crate::item::{Chunk, EmbeddingResult, ItemFailure, ItemOutcome};
 
 /// Where the tokenize stage sends batches and failures.
 pub(crate) struct Dispatch {
@@ -79,15 +79,14 @@ fn outcomes(segments: Vec<Done>, reply: Reply) -> Msg {
                 .map(|((key, meta, n_tokens), embedding)| {
                     let r = EmbeddingResult {
                         index: key.item,
-                        id: meta.id,
+                        id: meta.chunk.as_ref().map_or(meta.id, Chunk::row_id),
                         embedding,
                         n_tokens,
                         truncated: meta.truncated,
                         n_chars: meta.n_chars,
                         extra: meta.extra,
                         text: meta.text,
-                        part: key.part,
-                        parts: key.parts,
+                        chunk: meta.chunk,
                     };
                     (key, ItemOutcome::Embedded(r))
                 })
@@ -101,7 +100,11 @@ fn outcomes(segments: Vec<Done>, reply: Reply) -> Msg {
                 outcomes: segments
                     .into_iter()
                     .map(|(key, meta, _)| {
-                        let error = ItemError::new(ItemErrorKind::Engine, msg.clone());
+                        let msg = match &meta.chunk {
+                            Some(c) => format!("{}: {msg}", c.describe()),
+                            None => msg.clone(),
+                        };
+                        let error = ItemError::new(ItemErrorKind::Engine, msg);
                         let f = ItemFailure {
                             index: key.item,
                             id: meta.id,

@@ -30,6 +30,12 @@ pub fn plan(
 ) -> Result<Plan> {
     let max_tokens = backend.max_tokens(&config.embed)?;
     let pooling = backend.pooling(&config.embed)?;
+    if let Some(c) = config.chunking.filter(|c| c.max_tokens > max_tokens) {
+        return Err(Error::Config(format!(
+            "--chunk-tokens {} is more than the {max_tokens} tokens a text can have with this model and --max-tokens",
+            c.max_tokens
+        )));
+    }
     let mut workers = config.workers;
     let mut budget = config.effective_budget();
     let mut memory_detail = String::new();

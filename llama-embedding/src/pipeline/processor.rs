@@ -314,6 +314,7 @@ impl BatchProcessor {
             },
             window: c.window,
             sort_by_length: c.sort_by_length,
+            chunking: c.chunking,
         };
         let dispatch = Dispatch {
             engine: engine.clone(),

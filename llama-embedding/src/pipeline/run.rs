@@ -219,7 +219,8 @@ impl Run {
     fn count(&mut self, o: &ItemOutcome) {
         match o {
             ItemOutcome::Embedded(r) => {
-                self.stats.texts_succeeded += 1;
+                self.stats.texts_succeeded += u64::from(r.ends_item());
+                self.stats.chunks += u64::from(r.chunk.is_some());
                 self.stats.tokens += r.n_tokens as u64;
                 self.stats.characters += r.n_chars as u64;
                 self.stats.truncated += u64::from(r.truncated);
@@ -249,7 +250,7 @@ impl Run {
     fn take_ready(&mut self) -> Option<ItemOutcome> {
         if self.ready.is_empty() {
             let (_, parts) = self.order.pop()?;
-            self.ready.extend(parts);
+            self.ready.extend(one_failure(parts));
             self.watermark.advance(self.order.next_item());
         }
         self.ready.pop_front()
@@ -296,6 +297,17 @@ impl Run {
             }
         }
     }
+}
+
+/// An item's outcomes, or its first failure alone when a part failed: a chunked item is
+/// written whole or not at all (its error names the chunk).
+fn one_failure(parts: Vec<ItemOutcome>) -> Vec<ItemOutcome> {
+    if parts.len() > 1 {
+        if let Some(i) = parts.iter().position(|o| o.failed().is_some()) {
+            return parts.into_iter().skip(i).take(1).collect();
+        }
+    }
+    parts
 }
 
 impl Iterator for Run {

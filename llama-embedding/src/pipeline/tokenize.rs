@@ -1,7 +1,10 @@
-//! The tokenize stage: a thread that turns each item into its [`Segment`]s (today one per item:
-//! the whole text), packs them with the [`Batcher`] and hands full batches to the embed stage.
-//! An item that cannot be tokenised becomes a failed outcome here and never reaches the engine.
+//! The tokenize stage: a thread that turns each item into its [`Segment`]s (the whole text, or
+//! in a chunked run one per chunk, each tokenised once while the chunker measures it), packs
+//! them with the [`Batcher`] and hands full batches to the embed stage. An item that cannot be
+//! tokenised or chunked becomes a failed outcome here and never reaches the engine.
 
+use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
@@ -10,8 +13,10 @@ use llama_cpp_2::token::LlamaToken;
 use super::batcher::{Batcher, Packable, TokenBudget};
 use super::embed::Dispatch;
 use super::order::SegmentKey;
+use crate::chunk::{self, ChunkConfig};
 use crate::engine::{aligned_len_to, Backend};
-use crate::item::{ItemFailure, ItemId, ItemOutcome, Position, SourceItem};
+use crate::error::{ItemError, ItemErrorKind};
+use crate::item::{Chunk, ItemFailure, ItemId, ItemOutcome, Position, SourceItem};
 use crate::model::EmbedOptions;
 
 /// One part of an item, tokenised, on its way to an engine thread.
@@ -31,6 +36,8 @@ pub(crate) struct ItemMeta {
     pub extra: Option<serde_json::Map<String, serde_json::Value>>,
     pub text: Option<String>,
     pub position: Option<Position>,
+    /// The chunk's place in its item, in a chunked run.
+    pub chunk: Option<Chunk>,
 }
 
 impl Packable for Segment {
@@ -52,6 +59,7 @@ pub(crate) struct Tokenizer {
     pub budget: TokenBudget,
     pub window: usize,
     pub sort_by_length: bool,
+    pub chunking: Option<ChunkConfig>,
 }
 
 impl Tokenizer {
@@ -61,6 +69,20 @@ impl Tokenizer {
             Ok(t) => t,
             Err(error) => return Err(failure(index, item.id, error, item.position)),
         };
+        if let Some(config) = &self.chunking {
+            let base = ItemMeta {
+                id: item.id,
+                truncated: false,
+                n_chars: 0,
+                extra: item.extra,
+                text: None,
+                position: item.position,
+                chunk: None,
+            };
+            return self
+                .chunks(index, &text, config, &base)
+                .map_err(|e| failure(index, base.id, e, base.position));
+        }
         let tk = match self.backend.tokenize(&text, &self.embed, self.max_tokens) {
             Ok(tk) => tk,
             Err(error) => return Err(failure(index, item.id, error, item.position)),
@@ -76,8 +98,85 @@ impl Tokenizer {
                 extra: item.extra,
                 text: self.keep_text.then_some(text),
                 position: item.position,
+                chunk: None,
             },
         }])
+    }
+
+    /// One segment per chunk of `text`; each chunk's tokens are the ones its measure made.
+    fn chunks(
+        &self,
+        index: u64,
+        text: &str,
+        config: &ChunkConfig,
+        base: &ItemMeta,
+    ) -> Result<Vec<Segment>, ItemError> {
+        // Empty texts and NUL bytes get the same errors as without chunking.
+        if text.trim().is_empty() || text.contains('\0') {
+            let e = self.backend.tokenize(text, &self.embed, usize::MAX).err();
+            let e = e.unwrap_or_else(|| ItemError::new(ItemErrorKind::Empty, "the text is empty"));
+            return Err(e);
+        }
+        let mut measured: HashMap<(usize, usize), Vec<LlamaToken>> = HashMap::new();
+        let added = self.backend.added_tokens(&self.embed);
+        let spans = chunk::split(text, config, added, &mut |r: Range<usize>| match self
+            .backend
+            .tokenize(&text[r.clone()], &self.embed, usize::MAX)
+        {
+            Ok(tk) => {
+                let n = tk.tokens.len();
+                measured.insert((r.start, r.end), tk.tokens);
+                n
+            }
+            Err(_) => usize::MAX,
+        });
+        let spans = match spans {
+            Ok(s) => s,
+            Err(e) => return Err(ItemError::new(ItemErrorKind::TooLong, e.to_string())),
+        };
+        let chars = char_offsets(text, &spans);
+        let n = spans.len() as u32;
+        let mut out = Vec::with_capacity(spans.len());
+        for (k, (r, (c0, c1))) in spans.into_iter().zip(chars).enumerate() {
+            let tokens = match measured.remove(&(r.start, r.end)) {
+                Some(t) => t,
+                None => match self
+                    .backend
+                    .tokenize(&text[r.clone()], &self.embed, usize::MAX)
+                {
+                    Ok(tk) => tk.tokens,
+                    Err(e) => return Err(e),
+                },
+            };
+            let chunk = Chunk {
+                parent_id: base.id.clone(),
+                chunk: k as u32,
+                n_chunks: n,
+                byte_start: r.start,
+                byte_end: r.end,
+                char_start: c0,
+                char_end: c1,
+            };
+            out.push(Segment {
+                key: SegmentKey {
+                    item: index,
+                    part: k as u32,
+                    parts: n,
+                },
+                aligned: aligned_len_to(tokens.len(), self.align),
+                tokens,
+                meta: ItemMeta {
+                    id: base.id.clone(),
+                    truncated: false,
+                    n_chars: c1 - c0,
+                    extra: base.extra.clone(),
+                    text: self.keep_text.then(|| text[r].to_string()),
+                    position: base.position,
+                    chunk: Some(chunk),
+                },
+            });
+        }
+        Ok(out)
     }
 
     /// The stage's thread: tokenise and pack until the input ends or the run stops.
@@ -114,4 +213,20 @@ fn failure(
         error,
         position,
     })
+}
+
+/// The character offsets of byte spans (in one pass over the text).
+fn char_offsets(text: &str, spans: &[Range<usize>]) -> Vec<(usize, usize)> {
+    let mut bytes: Vec<usize> = spans.iter().flat_map(|r| [r.start, r.end]).collect();
+    bytes.sort_unstable();
+    bytes.dedup();
+    let mut at: HashMap<usize, usize> = HashMap::with_capacity(bytes.len());
+    let mut next = bytes.iter().peekable();
+    for (ci, (bi, _)) in text.char_indices().chain([(text.len(), ' ')]).enumerate() {
+        while next.peek().is_some_and(|&&b| b == bi) {
+            at.insert(bi, ci);
+            next.next();
+        }
+    }
+    spans.iter().map(|r| (at[&r.start], at[&r.end])).collect()
 }

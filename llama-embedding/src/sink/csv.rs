@@ -12,10 +12,12 @@ pub fn spreadsheet_safe(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// `csv`: `id,n_tokens,truncated,e0..e{dim-1}` (one column per dimension).
+/// `csv`: `id,n_tokens,truncated,e0..e{dim-1}` (one column per dimension); in a chunked run
+/// `id,parent_id,chunk,n_chunks,byte_start,byte_end,char_start,char_end,n_tokens,…`.
 pub struct CsvSink {
     file: TrackedFile,
     dtype: Dtype,
+    chunked: bool,
     rows: u64,
 }
 
@@ -27,6 +29,7 @@ impl CsvSink {
         name: &str,
         dims: usize,
         dtype: Dtype,
+        chunked: bool,
         state: Option<&SinkState>,
     ) -> io::Result<Self> {
         let (mut file, rows) = TrackedFile::reopen(dir, name, state)?;
@@ -36,14 +39,26 @@ impl CsvSink {
             } else {
                 dims
             };
-            let mut header = String::from("id,n_tokens,truncated");
+            let mut header = String::from("id,");
+            if chunked {
+                for f in CHUNK_FIELDS {
+                    header.push_str(f);
+                    header.push(',');
+                }
+            }
+            header.push_str("n_tokens,truncated");
             for i in 0..cols {
                 header.push_str(&format!(",e{i}"));
             }
             header.push('\n');
             file.write(header.as_bytes())?;
         }
-        Ok(CsvSink { file, dtype, rows })
+        Ok(CsvSink {
+            file,
+            dtype,
+            chunked,
+            rows,
+        })
     }
 }
 
@@ -53,11 +68,18 @@ impl Sink for CsvSink {
             .has_headers(false)
             .from_writer(Vec::new());
         for r in items {
-            let mut row: Vec<String> = vec![
-                spreadsheet_safe(&r.id.to_string()).into_owned(),
-                r.n_tokens.to_string(),
-                r.truncated.to_string(),
-            ];
+            let mut row: Vec<String> = vec![spreadsheet_safe(&r.id.to_string()).into_owned()];
+            if self.chunked {
+                let c = r.chunk.as_ref().ok_or_else(|| {
+                    io::Error::other(format!("{}: a whole item in a chunked run", r.id))
+                })?;
+                row.push(spreadsheet_safe(&c.parent_id.to_string()).into_owned());
+                row.extend([c.chunk, c.n_chunks].map(|n| n.to_string()));
+                let spans = [c.byte_start, c.byte_end, c.char_start, c.char_end];
+                row.extend(spans.map(|n| n.to_string()));
+            }
+            row.push(r.n_tokens.to_string());
+            row.push(r.truncated.to_string());
             row.extend(VectorRepr::new(&r.embedding, self.dtype).cells());
             w.write_record(&row)?;
         }

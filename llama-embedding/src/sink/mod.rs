@@ -301,11 +301,24 @@ impl Serialize for VectorRepr<'_> {
 }
 
 const RESERVED: [&str; 4] = ["id", "embedding", "n_tokens", "truncated"];
+/// A chunk row's own fields, which kept fields of the same name do not overwrite.
+pub const CHUNK_FIELDS: [&str; 7] = [
+    "parent_id",
+    "chunk",
+    "n_chunks",
+    "byte_start",
+    "byte_end",
+    "char_start",
+    "char_end",
+];
 
 /// One output record: `id`, `embedding`, `n_tokens`, `truncated`, then kept fields.
 #[derive(Serialize)]
 pub struct OutputRecord<'a> {
     pub id: &'a crate::item::ItemId,
+    /// A chunk's `parent_id`, `chunk`, `n_chunks` and spans, in a chunked run.
+    #[serde(flatten)]
+    pub chunk: Option<&'a crate::item::Chunk>,
     pub embedding: VectorRepr<'a>,
     pub n_tokens: usize,
     pub truncated: bool,
@@ -320,16 +333,27 @@ impl<'a> OutputRecord<'a> {
             .iter()
             .flatten()
             .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
+            .filter(|(k, _)| r.chunk.is_none() || !CHUNK_FIELDS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         OutputRecord {
             id: &r.id,
+            chunk: r.chunk.as_ref(),
             embedding: VectorRepr::new(&r.embedding, dtype),
             n_tokens: r.n_tokens,
             truncated: r.truncated,
             fields,
         }
     }
+}
+
+/// What every row of an output holds: vectors of `dims` as `dtype`, and the chunk fields in a
+/// chunked run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowShape {
+    pub dims: usize,
+    pub dtype: Dtype,
+    pub chunked: bool,
 }
 
 /// Opens the sink for `format` as `dir/name`.
@@ -340,15 +364,19 @@ pub fn open_sink(
     format: OutputFormat,
     dir: &Path,
     name: &str,
-    dims: usize,
-    dtype: Dtype,
+    rows: RowShape,
     job: &Value,
     state: Option<&SinkState>,
 ) -> io::Result<Box<dyn Sink>> {
+    let RowShape {
+        dims,
+        dtype,
+        chunked,
+    } = rows;
     Ok(match format {
         OutputFormat::Jsonl => Box::new(JsonlSink::open(dir, name, dtype, state)?),
         OutputFormat::Json => Box::new(JsonSink::open(dir, name, dtype, job, state)?),
-        OutputFormat::Csv => Box::new(CsvSink::open(dir, name, dims, dtype, state)?),
+        OutputFormat::Csv => Box::new(CsvSink::open(dir, name, dims, dtype, chunked, state)?),
         OutputFormat::Npy => Box::new(NpySink::open(dir, name, dims, dtype, state)?),
         OutputFormat::Parquet => {
             if dtype != Dtype::F32 {
@@ -359,11 +387,11 @@ pub fn open_sink(
             }
             #[cfg(feature = "parquet")]
             {
-                Box::new(parquet::ParquetSink::open(dir, name, dims, state)?)
+                Box::new(parquet::ParquetSink::open(dir, name, dims, chunked, state)?)
             }
             #[cfg(not(feature = "parquet"))]
             {
-                let _ = (dir, name, dims, state);
+                let _ = (dir, name, dims, chunked, state);
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
                     "this build has no parquet output (the library's `parquet` feature is off)",

@@ -1,6 +1,7 @@
 //! `parquet` output: `id` (string), `n_tokens` (uint32), `truncated` (bool), `embedding`
-//! (fixed-size list of float32, the model's dimension), readable by DuckDB, pandas/pyarrow and
-//! LanceDB. A Parquet file cannot be appended to after a crash (its footer is at the end), so
+//! (fixed-size list of float32, the model's dimension), and in a chunked run `parent_id`
+//! (string), `chunk`, `n_chunks` (uint32), `byte_start`, `byte_end`, `char_start`, `char_end`
+//! (uint64); readable by DuckDB, pandas/pyarrow and LanceDB. A Parquet file cannot be appended to after a crash (its footer is at the end), so
 //! every checkpoint writes the rows since the last one as a complete part file in
 //! `NAME.parts/`; `finish` concatenates the parts into `NAME`, and the parts are removed only
 //! once the checkpoint naming `NAME` is durable (`cleanup`): a crash in between resumes from
@@ -13,21 +14,22 @@ use std::sync::Arc;
 
 use arrow_array::{
     Array, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch, StringArray, UInt32Array,
+    UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 
 use super::{Sink, SinkState};
-use crate::item::EmbeddingResult;
+use crate::item::{Chunk, EmbeddingResult};
 
 fn pq(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("parquet: {e}"))
 }
 
-fn schema(dims: usize) -> SchemaRef {
+fn schema(dims: usize, chunked: bool) -> SchemaRef {
     let item = Arc::new(Field::new("item", DataType::Float32, false));
-    Arc::new(Schema::new(vec![
+    let mut fields = vec![
         Field::new("id", DataType::Utf8, false),
         Field::new("n_tokens", DataType::UInt32, false),
         Field::new("truncated", DataType::Boolean, false),
@@ -36,7 +38,43 @@ fn schema(dims: usize) -> SchemaRef {
             DataType::FixedSizeList(item, dims as i32),
             false,
         ),
-    ]))
+    ];
+    if chunked {
+        fields.push(Field::new("parent_id", DataType::Utf8, false));
+        for name in ["chunk", "n_chunks"] {
+            fields.push(Field::new(name, DataType::UInt32, false));
+        }
+        for name in ["byte_start", "byte_end", "char_start", "char_end"] {
+            fields.push(Field::new(name, DataType::UInt64, false));
+        }
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// The chunk columns of `chunks`, in [`schema`]'s order.
+fn chunk_columns(chunks: &[Chunk]) -> Vec<Arc<dyn Array>> {
+    let u32s = |f: fn(&Chunk) -> u32| -> Arc<dyn Array> {
+        Arc::new(UInt32Array::from(chunks.iter().map(f).collect::<Vec<_>>()))
+    };
+    let u64s = |f: fn(&Chunk) -> usize| -> Arc<dyn Array> {
+        Arc::new(UInt64Array::from(
+            chunks.iter().map(|c| f(c) as u64).collect::<Vec<_>>(),
+        ))
+    };
+    vec![
+        Arc::new(StringArray::from(
+            chunks
+                .iter()
+                .map(|c| c.parent_id.to_string())
+                .collect::<Vec<_>>(),
+        )),
+        u32s(|c| c.chunk),
+        u32s(|c| c.n_chunks),
+        u64s(|c| c.byte_start),
+        u64s(|c| c.byte_end),
+        u64s(|c| c.char_start),
+        u64s(|c| c.char_end),
+    ]
 }
 
 pub struct ParquetSink {
@@ -50,6 +88,8 @@ pub struct ParquetSink {
     n_tokens: Vec<u32>,
     truncated: Vec<bool>,
     values: Vec<f32>,
+    /// The rows' chunks, in a chunked run.
+    chunks: Option<Vec<Chunk>>,
     rows: u64,
     finished: bool,
 }
@@ -61,6 +101,7 @@ impl ParquetSink {
         dir: &Path,
         name: &str,
         dims: usize,
+        chunked: bool,
         state: Option<&SinkState>,
     ) -> io::Result<Self> {
         let parts_dir = dir.join(format!("{name}.parts"));
@@ -96,12 +137,13 @@ impl ParquetSink {
             dir: dir.to_path_buf(),
             name: name.to_string(),
             dims,
-            schema: schema(dims),
+            schema: schema(dims, chunked),
             parts,
             ids: Vec::new(),
             n_tokens: Vec::new(),
             truncated: Vec::new(),
             values: Vec::new(),
+            chunks: chunked.then(Vec::new),
             rows: state.map_or(0, |s| s.rows),
             finished: false,
         })
@@ -115,12 +157,15 @@ impl ParquetSink {
         let values = Float32Array::from(std::mem::take(&mut self.values));
         let list = FixedSizeListArray::try_new(item, self.dims as i32, Arc::new(values), None)
             .map_err(pq)?;
-        let columns: Vec<Arc<dyn Array>> = vec![
+        let mut columns: Vec<Arc<dyn Array>> = vec![
             Arc::new(StringArray::from(std::mem::take(&mut self.ids))),
             Arc::new(UInt32Array::from(std::mem::take(&mut self.n_tokens))),
             Arc::new(BooleanArray::from(std::mem::take(&mut self.truncated))),
             Arc::new(list),
         ];
+        if let Some(chunks) = self.chunks.as_mut() {
+            columns.extend(chunk_columns(&std::mem::take(chunks)));
+        }
         RecordBatch::try_new(self.schema.clone(), columns)
             .map(Some)
             .map_err(pq)
@@ -152,6 +197,13 @@ impl Sink for ParquetSink {
             self.n_tokens.push(r.n_tokens as u32);
             self.truncated.push(r.truncated);
             self.values.extend_from_slice(&r.embedding);
+            if let Some(chunks) = self.chunks.as_mut() {
+                let c = r
+                    .chunk
+                    .clone()
+                    .ok_or_else(|| pq("a whole item in a chunked run"))?;
+                chunks.push(c);
+            }
         }
         self.rows += items.len() as u64;
         Ok(())
@@ -249,8 +301,7 @@ mod tests {
             n_chars: 1,
             extra: None,
             text: None,
-            part: 0,
-            parts: 1,
+            chunk: None,
         }
     }
 
@@ -261,14 +312,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("parquet-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        let mut sink = ParquetSink::open(&dir, "out.parquet", 2, None).unwrap();
+        let mut sink = ParquetSink::open(&dir, "out.parquet", 2, false, None).unwrap();
         sink.write_batch(&[result(0), result(1)]).unwrap();
         let state = sink.flush().unwrap();
         sink.write_batch(&[result(2)]).unwrap();
         sink.finish(&serde_json::Value::Null).unwrap();
         drop(sink); // "killed" here: the checkpoint on disk is still `state`
 
-        let mut sink = ParquetSink::open(&dir, "out.parquet", 2, Some(&state)).unwrap();
+        let mut sink = ParquetSink::open(&dir, "out.parquet", 2, false, Some(&state)).unwrap();
         sink.write_batch(&[result(2)]).unwrap();
         sink.finish(&serde_json::Value::Null).unwrap();
         let done = sink.flush().unwrap();

@@ -1,0 +1,261 @@
+//! Issue 16: chunked runs from the command line. A chunked run killed at random moments
+//! (mid-document) resumes to byte-identical output; sharded chunked runs merge to the
+//! unsharded output byte for byte; every format has the chunk fields; a store search returns
+//! the chunk whose text was queried first, with its parent id.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+
+use util::*;
+
+/// The licence texts and copyright files every Debian machine has, as JSONL documents with
+/// string ids (`licenses/GPL-3`, `doc/bash`), and their texts.
+fn documents(dir: &Path, max: usize) -> (PathBuf, Vec<(String, String)>) {
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/usr/share/common-licenses") {
+        for e in rd.flatten() {
+            found.push((
+                format!("licenses/{}", e.file_name().to_string_lossy()),
+                e.path(),
+            ));
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir("/usr/share/doc") {
+        for e in rd.flatten() {
+            let name = format!("doc/{}", e.file_name().to_string_lossy());
+            found.push((name, e.path().join("copyright")));
+        }
+    }
+    found.sort();
+    let mut seen = std::collections::HashSet::new();
+    let docs: Vec<(String, String)> = found
+        .into_iter()
+        .filter_map(|(id, p)| Some((id, std::fs::read_to_string(p).ok()?)))
+        .filter(|(_, t)| (3000..16_000).contains(&t.len()) && seen.insert(t.clone()))
+        .take(max)
+        .collect();
+    assert!(docs.len() >= 10, "expected Debian's licence texts");
+    let path = dir.join("docs.jsonl");
+    let lines: String = docs
+        .iter()
+        .map(|(id, t)| serde_json::json!({"id": id, "text": t}).to_string() + "\n")
+        .collect();
+    std::fs::write(&path, lines).unwrap();
+    (path, docs)
+}
+
+const CHUNKING: [&str; 6] = [
+    "--chunk-tokens",
+    "96",
+    "--chunk-overlap",
+    "12",
+    "--id-field",
+    "id",
+];
+
+#[test]
+fn a_killed_chunked_run_resumes_to_byte_identical_output() {
+    let Some(model) = minilm("chunked kill -9") else {
+        return;
+    };
+    let dir = temp("chunks-kill");
+    let (input, docs) = documents(&dir, 16);
+    let mut extra = CHUNKING.to_vec();
+    extra.extend(["--window", "1", "--save-every", "1"]);
+    let reference = dir.join("ref.jsonl");
+    let o = run(embed_args(&model, &input, &reference, &dir.join("ref")).args(&extra));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = jsonl(&reference);
+    // Rows per chunk, in item order, with spans that slice the item's text exactly.
+    let mut by_item = std::collections::BTreeMap::<String, u64>::new();
+    for r in &rows {
+        let parent = r["parent_id"].as_str().unwrap();
+        let k = r["chunk"].as_u64().unwrap();
+        assert_eq!(r["id"], format!("{parent}#{k}"));
+        assert_eq!(k, *by_item.get(parent).unwrap_or(&0), "chunks in order");
+        by_item.insert(parent.to_string(), k + 1);
+        let text = &docs.iter().find(|(id, _)| id == parent).unwrap().1;
+        let (b0, b1) = (
+            r["byte_start"].as_u64().unwrap() as usize,
+            r["byte_end"].as_u64().unwrap() as usize,
+        );
+        let (c0, c1) = (
+            r["char_start"].as_u64().unwrap() as usize,
+            r["char_end"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(text[..b0].chars().count(), c0);
+        assert_eq!(text[b0..b1].chars().count(), c1 - c0);
+        assert!(r["n_tokens"].as_u64().unwrap() <= 96);
+    }
+    assert_eq!(by_item.len(), docs.len(), "every document has rows");
+    for r in &rows {
+        assert_eq!(
+            r["n_chunks"].as_u64(),
+            by_item.get(r["parent_id"].as_str().unwrap()).copied()
+        );
+    }
+    assert!(rows.len() > 5 * docs.len(), "{} chunks", rows.len());
+
+    let out = dir.join("killed.jsonl");
+    let started = std::time::Instant::now();
+    let o =
+        run(embed_args(&model, &input, &dir.join("timed.jsonl"), &dir.join("timed")).args(&extra));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Kills land anywhere in a whole run's time (model load included).
+    let span = started.elapsed().as_millis() as u64;
+    let kills = run_with_kills(
+        &model,
+        &input,
+        Some(&out),
+        &dir.join("run"),
+        &extra,
+        &[],
+        0xc4u64,
+        span / 2,
+    );
+    eprintln!("{kills} kills");
+    assert!(
+        kills >= 2,
+        "the run was too short to be killed ({kills} kills)"
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
+        "differs after {kills} kills"
+    );
+    let st = llama_embedding::job::run_status(&dir.join("run")).unwrap();
+    assert_eq!(
+        (st.status.as_str(), st.done),
+        ("completed", docs.len() as u64)
+    );
+    // The summary counts documents and chunks.
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("ref/metadata.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["stats"]["texts_succeeded"].as_u64(),
+        Some(docs.len() as u64)
+    );
+    assert_eq!(meta["stats"]["chunks"].as_u64(), Some(rows.len() as u64));
+    assert_eq!(meta["vectors"]["chunking"]["max_tokens"], 96);
+    // Chunking is a vector setting: resuming with other chunking flags is refused.
+    let o = run(bin()
+        .args(["embed", "-q", "--resume"])
+        .arg(dir.join("ref"))
+        .args(["--chunk-tokens", "50"]));
+    assert!(!o.status.success());
+}
+
+#[test]
+fn sharded_chunked_runs_merge_to_the_unsharded_output_and_formats_have_the_chunk_fields() {
+    let Some(model) = minilm("chunked shards") else {
+        return;
+    };
+    let dir = temp("chunks-shards");
+    let (input, _) = documents(&dir, 12);
+    let whole = dir.join("whole.jsonl");
+    let o = run(embed_args(&model, &input, &whole, &dir.join("whole")).args(CHUNKING));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut dirs = Vec::new();
+    for k in 0..3 {
+        let d = dir.join(format!("shard-{k}"));
+        let out = dir.join(format!("part-{k}.jsonl"));
+        let o = run(embed_args(&model, &input, &out, &d)
+            .args(CHUNKING)
+            .args(["--shard", &format!("{k}/3")]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        dirs.push(d);
+    }
+    let merged = dir.join("merged.jsonl");
+    let o = run(bin()
+        .arg("merge")
+        .args(&dirs)
+        .arg("-o")
+        .arg(&merged)
+        .arg("--json"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = jsonl(&whole);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["rows"].as_u64(), Some(rows.len() as u64));
+    assert!(
+        std::fs::read(&merged).unwrap() == std::fs::read(&whole).unwrap(),
+        "merged chunked shards differ from the unsharded run"
+    );
+
+    // CSV: the chunk columns after the id, one line per chunk.
+    let csv = dir.join("whole.csv");
+    let o = run(embed_args(&model, &input, &csv, &dir.join("csv")).args(CHUNKING));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with("id,parent_id,chunk,n_chunks,byte_start,byte_end,char_start,char_end,n_tokens,truncated,e0,"));
+    assert_eq!(lines.count(), rows.len());
+    // Parquet: the same rows, ids in order.
+    let pq = dir.join("whole.parquet");
+    let o = run(embed_args(&model, &input, &pq, &dir.join("pq")).args(CHUNKING));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (ids, vectors) = llama_embedding::sink::parquet::read_parquet(&pq).unwrap();
+    let want: Vec<String> = rows
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, want);
+    assert_eq!(vectors[3], vector(&rows[3]));
+}
+
+#[test]
+fn store_search_returns_the_queried_chunk_first_with_its_parent() {
+    let Some(model) = minilm("chunked store search") else {
+        return;
+    };
+    let dir = temp("chunks-store");
+    let (input, docs) = documents(&dir, 10);
+    let db = format!("sqlite:{}", dir.join("s.db").display());
+    let o = run(bin()
+        .args(["embed", "-q", "-m"])
+        .arg(&model)
+        .arg(&input)
+        .args(CHUNKING)
+        .args(["--store", &db, "--store-text", "--run-dir"])
+        .arg(dir.join("run")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Query with the text of a chunk from the middle of the fourth document.
+    let o = run(bin()
+        .args(["embed", "-q", "-m"])
+        .arg(&model)
+        .arg(&input)
+        .args(CHUNKING)
+        .arg("-o")
+        .arg(dir.join("rows.jsonl"))
+        .arg("--run-dir")
+        .arg(dir.join("rows")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = jsonl(&dir.join("rows.jsonl"));
+    let parent = &docs[3].0;
+    let mine: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["parent_id"] == *parent.as_str())
+        .collect();
+    let target = mine[mine.len() / 2];
+    let (b0, b1) = (
+        target["byte_start"].as_u64().unwrap() as usize,
+        target["byte_end"].as_u64().unwrap() as usize,
+    );
+    let query = &docs[3].1[b0..b1];
+    let o = run(bin().args(["search", &db, query, "-k", "3", "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let hits: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(hits[0]["id"], target["id"], "{hits:?}");
+    assert_eq!(hits[0]["fields"]["parent_id"], *parent.as_str());
+    assert_eq!(hits[0]["text"], query);
+    assert!(hits[0]["distance"].as_f64().unwrap() < 1e-4);
+    // The table view names the parent and the span.
+    let o = run(bin().args(["search", &db, query, "-k", "1"]));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains(&format!("[in {parent}, bytes {b0}..{b1}]")),
+        "{table}"
+    );
+}
