@@ -376,7 +376,13 @@ pub struct EmbedArgs {
     #[arg(long, value_name = "KIND", default_value = "text", value_parser = ChunkBy::parse, requires = "chunk_tokens")]
     pub chunk_by: ChunkBy,
 
-    /// Input format: text, jsonl, json, csv, tsv (default: from the extension).
+    /// A directory INPUT: only the files whose path under it matches (shell rules: `*` stays in
+    /// one folder, `**/` spans folders: '**/*.md'). Repeat for several patterns.
+    #[arg(long, value_name = "GLOB")]
+    pub glob: Vec<String>,
+    /// Input format: text, jsonl, json, csv, tsv (default: from the extension), or files (one
+    /// item per file: the default for a directory, id = the path under it; .gitignore and
+    /// hidden files are skipped, binary files are failed items).
     #[arg(long)]
     pub input_format: Option<String>,
     /// JSONL/JSON: the field holding the text (nested: a.b); CSV/TSV: the column.

@@ -36,8 +36,8 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         }
         (None, None) => return usage("give an INPUT file (or - for stdin), or --resume RUN_DIR"),
     };
-    if input != "-" && !Path::new(&input).is_file() {
-        bail!("input file {input} does not exist");
+    if input != "-" && !Path::new(&input).exists() {
+        bail!("input {input} does not exist");
     }
     let dtype: Dtype = a.dtype.parse().map_err(anyhow::Error::msg)?;
     let to_stdout = a
@@ -78,8 +78,14 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         template: a.template.clone(),
         keep_fields: a.keep_fields.clone(),
         comments: a.comments,
+        globs: a.glob.clone(),
         ..InputSpec::default()
     };
+    if !input_spec.globs.is_empty() && input_format != InputFormat::Files {
+        return usage(format!(
+            "--glob selects files of a directory INPUT; {input} is not one"
+        ));
+    }
     let (shard, shard_source) = match shard_from(&a)? {
         Some((s, src)) => (Some(s), Some(src)),
         None => (None, None),
@@ -248,6 +254,9 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
     let total = match input_format {
         InputFormat::Text | InputFormat::Jsonl if input != "-" && selection.is_all() => {
             count_lines(Path::new(&input))
+        }
+        InputFormat::Files if selection.is_all() => {
+            Some(llama_embedding::files::list(Path::new(&input), &input_spec.globs)?.len() as u64)
         }
         _ => None,
     };

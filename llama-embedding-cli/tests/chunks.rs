@@ -259,3 +259,185 @@ fn store_search_returns_the_queried_chunk_first_with_its_parent() {
         "{table}"
     );
 }
+
+/// A folder of real documents in subfolders, with a binary file, a .gitignore'd folder and a
+/// hidden file.
+fn document_folder(dir: &Path) -> Vec<String> {
+    let root = dir.join("corpus");
+    let mut ids = Vec::new();
+    let mut packages: Vec<PathBuf> = std::fs::read_dir("/usr/share/doc")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    packages.sort();
+    let mut seen = std::collections::HashSet::new();
+    for p in packages {
+        let Ok(text) = std::fs::read_to_string(p.join("copyright")) else {
+            continue;
+        };
+        if !(3000..12_000).contains(&text.len()) || !seen.insert(text.clone()) {
+            continue;
+        }
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let sub = if ids.len() % 2 == 0 { "a" } else { "b/c" };
+        let id = format!("{sub}/{name}.txt");
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+        std::fs::write(root.join(&id), text).unwrap();
+        ids.push(id);
+        if ids.len() == 14 {
+            break;
+        }
+    }
+    std::fs::write(root.join("a/blob.bin"), b"\x7fELF\0\0\x01").unwrap();
+    ids.push("a/blob.bin".into());
+    std::fs::create_dir_all(root.join("build")).unwrap();
+    std::fs::write(root.join("build/ignored.txt"), "ignored").unwrap();
+    std::fs::write(root.join(".gitignore"), "build/\n").unwrap();
+    std::fs::write(root.join(".hidden.txt"), "hidden").unwrap();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_directory_input_is_one_item_per_file_and_a_killed_chunked_run_resumes_identically() {
+    let Some(model) = minilm("directory input") else {
+        return;
+    };
+    let dir = temp("chunks-dir");
+    let ids = document_folder(&dir);
+    let root = dir.join("corpus");
+    let extra = [
+        "--chunk-tokens",
+        "128",
+        "--window",
+        "1",
+        "--save-every",
+        "1",
+    ];
+    let reference = dir.join("ref.jsonl");
+    let started = std::time::Instant::now();
+    let o = run(embed_args(&model, &root, &reference, &dir.join("ref")).args(extra));
+    let span = started.elapsed().as_millis() as u64;
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "the binary file fails: {}",
+        stderr(&o)
+    );
+    let rows = jsonl(&reference);
+    let parents: std::collections::BTreeSet<String> = rows
+        .iter()
+        .map(|r| r["parent_id"].as_str().unwrap().to_string())
+        .collect();
+    let want: std::collections::BTreeSet<String> = ids
+        .iter()
+        .filter(|i| !i.ends_with(".bin"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        parents, want,
+        "one item per file, ignored and hidden files skipped"
+    );
+    let errors = std::fs::read_to_string(dir.join("ref/errors.jsonl")).unwrap();
+    let e: serde_json::Value = serde_json::from_str(errors.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (e["id"].as_str(), e["error_type"].as_str()),
+        (Some("a/blob.bin"), Some("binary")),
+        "{errors}"
+    );
+    // Rows follow the files' path order.
+    let order: Vec<&str> = rows
+        .iter()
+        .map(|r| r["parent_id"].as_str().unwrap())
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted);
+
+    let out = dir.join("killed.jsonl");
+    let kills =
+        run_with_kills_allowing_failures(&model, &root, &out, &dir.join("run"), &extra, span / 2);
+    assert!(
+        kills >= 2,
+        "the run was too short to be killed ({kills} kills)"
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
+        "differs after {kills} kills"
+    );
+
+    // --glob picks files (shell rules), and needs a directory INPUT.
+    let o = run(
+        embed_args(&model, &root, &dir.join("glob.jsonl"), &dir.join("glob"))
+            .args(["--glob", "b/**/*.txt"]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got: Vec<String> = jsonl(&dir.join("glob.jsonl"))
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = ids
+        .iter()
+        .filter(|i| i.starts_with("b/"))
+        .cloned()
+        .collect();
+    assert_eq!(got, want);
+    let o = run(bin()
+        .args(["embed", "-q", "--glob", "*.md", "-m"])
+        .arg(&model)
+        .arg(dir.join("ref.jsonl")));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "--glob needs a directory: {}",
+        stderr(&o)
+    );
+}
+
+/// As `run_with_kills`, for a run whose items partly fail (exit code 3 at the end).
+fn run_with_kills_allowing_failures(
+    model: &Path,
+    input: &Path,
+    out: &Path,
+    run_dir: &Path,
+    extra: &[&str],
+    max_delay_ms: u64,
+) -> usize {
+    let mut rng = 0x5eedu64;
+    let mut kills = 0;
+    loop {
+        let mut c = bin();
+        c.args(["embed", "-q", "-m"]).arg(model).args(extra);
+        if run_dir.join("metadata.json").exists() {
+            c.arg("--resume").arg(run_dir);
+        } else {
+            c.arg(input)
+                .arg("-o")
+                .arg(out)
+                .arg("--run-dir")
+                .arg(run_dir);
+        }
+        let mut child = c.stderr(std::process::Stdio::null()).spawn().unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let delay = std::time::Duration::from_millis(150 + rng % max_delay_ms.max(1));
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let st = llama_embedding::job::run_status(run_dir).unwrap();
+                assert_eq!(st.status.as_str(), "completed", "exit {status}");
+                return kills;
+            }
+            if start.elapsed() >= delay {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(kills < 200, "no progress after 200 kills");
+    }
+}

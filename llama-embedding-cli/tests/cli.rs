@@ -254,7 +254,7 @@ fn exit_codes_and_one_line_errors_before_any_work() {
     let o = run(bin().args(["embed", "missing.txt", "-m"]).arg(&model));
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("input file missing.txt does not exist"),
+        stderr(&o).contains("input missing.txt does not exist"),
         "{}",
         stderr(&o)
     );

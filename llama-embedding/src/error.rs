@@ -93,6 +93,8 @@ pub enum ItemErrorKind {
     Nul,
     /// The engine failed on this item's batch.
     Engine,
+    /// A file of a directory input that is not text (a NUL byte, or not UTF-8): skipped.
+    Binary,
 }
 
 impl ItemErrorKind {
@@ -104,6 +106,7 @@ impl ItemErrorKind {
             ItemErrorKind::Parse => "parse",
             ItemErrorKind::Nul => "nul_byte",
             ItemErrorKind::Engine => "engine",
+            ItemErrorKind::Binary => "binary",
         }
     }
 }

@@ -27,6 +27,7 @@ fn spec_and_selection(format: InputFormat, flags: u8) -> (InputSpec, Selection) 
         },
         comments: flags & 16 != 0,
         max_record_bytes: if flags & 32 != 0 { 64 } else { 1 << 20 },
+        globs: Vec::new(),
     };
     let selection = match flags >> 6 {
         0 => Selection::default(),

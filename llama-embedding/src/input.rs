@@ -27,11 +27,17 @@ pub enum InputFormat {
     Json,
     Csv,
     Tsv,
+    /// A directory: one item per file (`files.rs`).
+    Files,
 }
 
 impl InputFormat {
-    /// From a file name's extension (`-` and unknown extensions are text).
+    /// From a file name's extension (`-` and unknown extensions are text; a directory is
+    /// [`InputFormat::Files`]).
     pub fn from_path(path: &str) -> InputFormat {
+        if path != "-" && Path::new(path).is_dir() {
+            return InputFormat::Files;
+        }
         let lower = path.to_ascii_lowercase();
         let ext = lower.rsplit('.').next().unwrap_or("");
         match ext {
@@ -53,9 +59,10 @@ impl std::str::FromStr for InputFormat {
             "json" => InputFormat::Json,
             "csv" => InputFormat::Csv,
             "tsv" => InputFormat::Tsv,
+            "files" => InputFormat::Files,
             _ => {
                 return Err(format!(
-                    "unknown input format {s:?} (text, jsonl, json, csv, tsv)"
+                    "unknown input format {s:?} (text, jsonl, json, csv, tsv, files)"
                 ))
             }
         })
@@ -75,6 +82,9 @@ pub struct InputSpec {
     /// Plain text: treat `#` lines as comments.
     pub comments: bool,
     pub max_record_bytes: usize,
+    /// Directory inputs: only files whose relative path matches one of these globs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub globs: Vec<String>,
 }
 
 impl Default for InputSpec {
@@ -87,6 +97,7 @@ impl Default for InputSpec {
             keep_fields: Vec::new(),
             comments: false,
             max_record_bytes: crate::reader::DEFAULT_MAX_RECORD_BYTES,
+            globs: Vec::new(),
         }
     }
 }
@@ -178,6 +189,11 @@ pub fn open_input(
     spec: &InputSpec,
     selection: &Selection,
 ) -> Result<Box<dyn ItemSource>> {
+    if spec.format == InputFormat::Files {
+        let files =
+            crate::files::FilesSource::open(Path::new(path), &spec.globs, spec.max_record_bytes)?;
+        return Ok(select(Box::new(files), selection));
+    }
     let reader: Box<dyn BufRead + Send> = if path == "-" {
         Box::new(std::io::BufReader::with_capacity(1 << 16, std::io::stdin()))
     } else {
@@ -216,13 +232,22 @@ pub fn open_reader(
         InputFormat::Csv | InputFormat::Tsv => {
             Box::new(CsvSource::new(reader, path, spec.clone())?)
         }
+        InputFormat::Files => {
+            return Err(Error::Config(format!(
+                "{path}: a directory input is read from its folder, not from a stream"
+            )))
+        }
     };
-    Ok(Box::new(Selected {
+    Ok(select(inner, selection))
+}
+
+fn select(inner: Box<dyn ItemSource>, selection: &Selection) -> Box<dyn ItemSource> {
+    Box::new(Selected {
         inner,
         selection: selection.clone(),
         n: 0,
         emitted: 0,
-    }))
+    })
 }
 
 /// Applies a [`Selection`]; items outside it are not counted as skipped (they were not asked

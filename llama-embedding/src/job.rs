@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::input::{open_input, InputSpec, Selection};
+use crate::input::{open_input, InputFormat, InputSpec, Selection};
 use crate::item::{EmbeddingResult, ItemOutcome, SourceItem};
 use crate::items::{ItemRow, ItemsDb};
 use crate::model::{EmbeddingModel, ModelFacts};
@@ -142,6 +142,22 @@ fn vector_settings(model: &EmbeddingModel, config: &BatchConfig) -> Result<Vecto
         cpu_kernels: Some(crate::kernels::kernels()?.variant.clone()),
         chunking: config.chunking,
     })
+}
+
+/// The digest of what a run reads, recorded so that a resume, merge or rerun can tell a
+/// changed input: the file's sha256, or for a directory [`crate::files::listing_sha256`];
+/// `None` for stdin.
+///
+/// # Errors
+/// The input cannot be read.
+pub fn input_sha256(path: &str, spec: &InputSpec) -> Result<Option<String>> {
+    match (path, spec.format) {
+        ("-", _) => Ok(None),
+        (_, InputFormat::Files) => {
+            crate::files::listing_sha256(Path::new(path), &spec.globs).map(Some)
+        }
+        _ => crate::resolve::file_sha256(Path::new(path)).map(Some),
+    }
 }
 
 /// Before the model of a resumed run (or a retry, or a rerun of it) is loaded: asks for the
@@ -300,7 +316,7 @@ pub fn run_job(
             )));
         }
         if let Some(expected) = &meta.input_sha256 {
-            let now = crate::resolve::file_sha256(Path::new(&meta.input))?;
+            let now = input_sha256(&meta.input, &meta.input_spec)?.unwrap_or_default();
             if &now != expected {
                 return Err(Error::Config(format!(
                     "cannot resume: {} changed since the run started (sha256 {now}, was {expected}); \
@@ -330,11 +346,7 @@ pub fn run_job(
             updated_at: now,
             finished_at: None,
             input: job.input.clone(),
-            input_sha256: if job.input == "-" {
-                None
-            } else {
-                Some(crate::resolve::file_sha256(Path::new(&job.input))?)
-            },
+            input_sha256: input_sha256(&job.input, &job.input_spec)?,
             input_spec: job.input_spec.clone(),
             selection: job.selection.clone(),
             total: job.total,

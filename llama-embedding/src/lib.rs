@@ -22,6 +22,7 @@ pub mod chunk;
 #[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;
+pub mod files;
 #[cfg(feature = "engine")]
 #[doc(hidden)]
 pub mod fixtures;

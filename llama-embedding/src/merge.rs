@@ -253,7 +253,7 @@ pub fn merge_runs(dirs: &[PathBuf], output: &Path) -> Result<MergeReport> {
         }
     }
     if let Some(expected) = &first.input_sha256 {
-        let now = crate::resolve::file_sha256(Path::new(&first.input))?;
+        let now = crate::job::input_sha256(&first.input, &first.input_spec)?.unwrap_or_default();
         if &now != expected {
             return Err(Error::Config(format!(
                 "{} changed since the shards ran (sha256 {now}, was {expected})",

@@ -370,7 +370,7 @@ fn rerun_base(job: &RerunJob) -> Result<(u32, PathBuf, Metadata)> {
         )));
     }
     if let Some(expected) = &m.input_sha256 {
-        let now = crate::resolve::file_sha256(Path::new(&m.input))?;
+        let now = crate::job::input_sha256(&m.input, &m.input_spec)?.unwrap_or_default();
         if &now != expected {
             return Err(Error::Config(format!(
                 "{} changed since {} v{n} was made (sha256 {now}, was {expected}); \
