@@ -375,7 +375,15 @@ pub struct EmbedArgs {
     /// (a heading first) or code (a blank line before an unindented line first, no sentences).
     #[arg(long, value_name = "KIND", default_value = "text", value_parser = ChunkBy::parse, requires = "chunk_tokens")]
     pub chunk_by: ChunkBy,
+    /// One row per item instead of per chunk: `mean`, the (normalised) mean of its chunks'
+    /// vectors. A vector setting, recorded with the chunking.
+    #[arg(long, value_name = "HOW", value_parser = ["mean"], requires = "chunk_tokens")]
+    pub doc_vector: Option<String>,
 
+    /// Most bytes one item (a line, a record, a file of a directory) may hold in memory; a larger
+    /// one is a failed item (too_long) and the run goes on. Default 8 MiB.
+    #[arg(long, value_name = "BYTES")]
+    pub max_item_bytes: Option<usize>,
     /// A directory INPUT: only the files whose path under it matches (shell rules: `*` stays in
     /// one folder, `**/` spans folders: '**/*.md'). Repeat for several patterns.
     #[arg(long, value_name = "GLOB")]

@@ -81,6 +81,9 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         globs: a.glob.clone(),
         ..InputSpec::default()
     };
+    if let Some(n) = a.max_item_bytes {
+        input_spec.max_record_bytes = n;
+    }
     if !input_spec.globs.is_empty() && input_format != InputFormat::Files {
         return usage(format!(
             "--glob selects files of a directory INPUT; {input} is not one"
@@ -188,7 +191,10 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         config = config.with_mode(engine_mode(a.fast, a.token_align));
         if let Some(n) = a.chunk_tokens {
             match ChunkConfig::new(n, a.chunk_overlap, a.chunk_by) {
-                Ok(c) => config = config.with_chunking(Some(c)),
+                Ok(c) => {
+                    let c = c.with_doc_vector(a.doc_vector.is_some());
+                    config = config.with_chunking(Some(c));
+                }
                 Err(e) => return usage(e),
             }
         }
@@ -254,6 +260,9 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
     let total = match input_format {
         InputFormat::Text | InputFormat::Jsonl if input != "-" && selection.is_all() => {
             count_lines(Path::new(&input))
+        }
+        InputFormat::Parquet if selection.is_all() => {
+            llama_embedding::parquet_input::count_rows(Path::new(&input))
         }
         InputFormat::Files if selection.is_all() => {
             Some(llama_embedding::files::list(Path::new(&input), &input_spec.globs)?.len() as u64)
@@ -371,6 +380,9 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         eprintln!("model:      {}", model.path().display());
         if let Some(k) = llama_embedding::kernels::loaded() {
             eprintln!("kernels:    {}", k.describe());
+            for r in &k.refused {
+                eprintln!("            refused {}: {}", r.variant, r.reason);
+            }
         }
         eprintln!("run dir:    {}", report.run_dir.display());
         if let Some(o) = &report.output {

@@ -7,6 +7,7 @@ mod util;
 
 use std::path::{Path, PathBuf};
 
+use util::run as run_cmd;
 use util::*;
 
 /// The licence texts and copyright files every Debian machine has, as JSONL documents with
@@ -35,7 +36,7 @@ fn documents(dir: &Path, max: usize) -> (PathBuf, Vec<(String, String)>) {
         .filter(|(_, t)| (3000..16_000).contains(&t.len()) && seen.insert(t.clone()))
         .take(max)
         .collect();
-    assert!(docs.len() >= 10, "expected Debian's licence texts");
+    assert!(docs.len() >= max.min(10), "expected Debian's licence texts");
     let path = dir.join("docs.jsonl");
     let lines: String = docs
         .iter()
@@ -440,4 +441,215 @@ fn run_with_kills_allowing_failures(
         }
         assert!(kills < 200, "no progress after 200 kills");
     }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn gz_and_zst_inputs_read_transparently_and_a_killed_chunked_gz_run_resumes_identically() {
+    let Some(model) = minilm("compressed inputs") else {
+        return;
+    };
+    let dir = temp("chunks-gz");
+    let (plain, _) = documents(&dir, 10);
+    let bytes = std::fs::read(&plain).unwrap();
+    let gz = dir.join("docs.jsonl.gz");
+    std::fs::write(&gz, gzip(&bytes)).unwrap();
+    let zst = dir.join("docs.jsonl.zst");
+    std::fs::write(&zst, zstd::encode_all(&bytes[..], 3).unwrap()).unwrap();
+    let mut extra = CHUNKING.to_vec();
+    extra.extend(["--window", "1", "--save-every", "1"]);
+    let reference = dir.join("ref.jsonl");
+    let started = std::time::Instant::now();
+    let o = run(embed_args(&model, &plain, &reference, &dir.join("ref")).args(&extra));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let span = started.elapsed().as_millis() as u64;
+    let out = dir.join("zst.jsonl");
+    let o = run(embed_args(&model, &zst, &out, &dir.join("zst")).args(&extra));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
+        "zst differs"
+    );
+    let out = dir.join("gz.jsonl");
+    let kills = run_with_kills(
+        &model,
+        &gz,
+        Some(&out),
+        &dir.join("gz"),
+        &extra,
+        &[],
+        0x9a,
+        span / 2,
+    );
+    assert!(
+        kills >= 2,
+        "the run was too short to be killed ({kills} kills)"
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
+        "gz differs after {kills} kills"
+    );
+}
+
+#[test]
+fn a_corrupt_gz_input_fails_naming_the_file_and_resumes_once_it_is_fixed() {
+    let model = tiny();
+    let dir = temp("corrupt-gz");
+    let text = corpus(3000);
+    let plain = dir.join("in.txt");
+    std::fs::write(&plain, &text).unwrap();
+    let extra = ["--window", "16", "--save-every", "1"];
+    let reference = dir.join("ref.jsonl");
+    let o = run(embed_args(&model, &plain, &reference, &dir.join("ref")).args(extra));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let good = gzip(text.as_bytes());
+    let gz = dir.join("in.txt.gz");
+    // Cut the stream two thirds in: a truncated download.
+    std::fs::write(&gz, &good[..good.len() * 2 / 3]).unwrap();
+    let out = dir.join("out.jsonl");
+    let o = run(embed_args(&model, &gz, &out, &dir.join("run")).args(extra));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("in.txt.gz") && err.contains("reading stopped after item"),
+        "{err}"
+    );
+    let st = llama_embedding::job::run_status(&dir.join("run")).unwrap();
+    assert!(
+        st.done > 1000,
+        "the items before the cut are kept: {}",
+        st.done
+    );
+
+    // Fixed (downloaded again): the resume checks the ids it skips and finishes identically.
+    std::fs::write(&gz, &good).unwrap();
+    let o = run(bin().args(["embed", "-q", "--resume"]).arg(dir.join("run")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
+        "differs after the fix"
+    );
+
+    // Another file in its place is refused: its items are not the run's.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(&gz, &good[..good.len() / 2]).unwrap();
+    let o = run(embed_args(&model, &gz, &dir.join("o.jsonl"), &other).args(extra));
+    assert!(!o.status.success());
+    let shuffled: String = text.lines().rev().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&gz, gzip(shuffled.as_bytes())).unwrap();
+    let o = run(bin().args(["embed", "-q", "--resume"]).arg(&other));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("differs from the one the run read"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_parquet_input_gives_the_rows_of_the_same_records_as_jsonl() {
+    use std::sync::Arc;
+    let Some(model) = minilm("parquet input") else {
+        return;
+    };
+    let dir = temp("chunks-parquet");
+    let (plain, docs) = documents(&dir, 10);
+    let schema = Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new("id", arrow_schema::DataType::Utf8, false),
+        arrow_schema::Field::new("text", arrow_schema::DataType::Utf8, false),
+    ]));
+    let ids: Vec<&str> = docs.iter().map(|(id, _)| id.as_str()).collect();
+    let texts: Vec<&str> = docs.iter().map(|(_, t)| t.as_str()).collect();
+    let batch = arrow_array::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(arrow_array::StringArray::from(ids)),
+            Arc::new(arrow_array::StringArray::from(texts)),
+        ],
+    )
+    .unwrap();
+    let pq = dir.join("docs.parquet");
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(3))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&pq).unwrap(),
+        schema,
+        Some(props),
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let want = dir.join("jsonl.jsonl");
+    let o = run(embed_args(&model, &plain, &want, &dir.join("a")).args(CHUNKING));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = dir.join("parquet.jsonl");
+    let o = run(embed_args(&model, &pq, &got, &dir.join("b"))
+        .args(CHUNKING)
+        .args(["--window", "2", "--save-every", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read(&got).unwrap() == std::fs::read(&want).unwrap(),
+        "parquet rows differ from jsonl"
+    );
+    let o = run(
+        embed_args(&model, &pq, &dir.join("x.jsonl"), &dir.join("c"))
+            .args(["--text-field", "body"]),
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no column \"body\""), "{}", stderr(&o));
+}
+
+#[test]
+fn a_store_drops_the_extra_chunk_rows_of_an_item_that_shrank() {
+    let Some(model) = minilm("chunked store rewrite") else {
+        return;
+    };
+    let dir = temp("chunks-shrink");
+    let (input, docs) = documents(&dir, 4);
+    let db = format!("sqlite:{}", dir.join("s.db").display());
+    let embed = |input: &Path, run: &str| {
+        let o = run_cmd(
+            bin()
+                .args(["embed", "-q", "-m"])
+                .arg(&model)
+                .arg(input)
+                .args(CHUNKING)
+                .args(["--store", &db, "--run-dir"])
+                .arg(dir.join(run)),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    embed(&input, "first");
+    let count = || llama_embedding::store::SqliteStore::count(&dir.join("s.db")).unwrap();
+    let before = count();
+    // The first document is cut to its first paragraph and embedded again into the store.
+    let short = dir.join("short.jsonl");
+    let mut lines: Vec<String> = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let first_para = docs[0].1.split("\n\n").next().unwrap();
+    lines[0] = serde_json::json!({"id": docs[0].0, "text": first_para}).to_string();
+    std::fs::write(&short, lines.join("\n") + "\n").unwrap();
+    embed(&short, "second");
+    let out = dir.join("check.jsonl");
+    let o = run_cmd(embed_args(&model, &short, &out, &dir.join("check")).args(CHUNKING));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = jsonl(&out);
+    assert_eq!(
+        count(),
+        rows.len() as u64,
+        "no stale chunk rows (was {before})"
+    );
+    assert!(count() < before);
 }

@@ -58,6 +58,10 @@ pub struct ChunkConfig {
     /// most; less where no word boundary gives exactly this many.
     pub overlap: usize,
     pub by: ChunkBy,
+    /// `--doc-vector mean`: one row per item, the normalised mean of its chunks' vectors,
+    /// instead of one row per chunk.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub doc_vector: bool,
 }
 
 impl ChunkConfig {
@@ -76,7 +80,19 @@ impl ChunkConfig {
             max_tokens,
             overlap,
             by,
+            doc_vector: false,
         })
+    }
+
+    /// One vector per item, the mean of its chunks' (see [`ChunkConfig::doc_vector`]).
+    pub fn with_doc_vector(mut self, on: bool) -> Self {
+        self.doc_vector = on;
+        self
+    }
+
+    /// Whether the rows are chunks (not one per item).
+    pub fn chunk_rows(&self) -> bool {
+        !self.doc_vector
     }
 }
 

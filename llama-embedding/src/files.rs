@@ -3,7 +3,7 @@
 //! its resume and its shards see the same items in the same order. `.gitignore`, `.ignore` and
 //! hidden files are skipped as git and ripgrep skip them (the `ignore` crate, whether or not
 //! the folder is a git repository). A file that is not text (a NUL byte, or not UTF-8) or larger
-//! than `--max-record-bytes` is a failed item naming the reason; the run goes on.
+//! than `--max-item-bytes` is a failed item naming the reason; the run goes on.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -118,7 +118,7 @@ fn read_text(path: &Path, max_bytes: usize) -> std::result::Result<String, ItemE
     if len > max_bytes as u64 {
         return Err(ItemError::new(
             ItemErrorKind::TooLong,
-            format!("the file has {len} bytes, more than --max-record-bytes {max_bytes}"),
+            format!("the file has {len} bytes, more than --max-item-bytes {max_bytes}"),
         ));
     }
     let bytes = std::fs::read(path).map_err(io_error)?;

@@ -29,22 +29,26 @@ pub enum InputFormat {
     Tsv,
     /// A directory: one item per file (`files.rs`).
     Files,
+    /// One item per row (`parquet_input.rs`).
+    Parquet,
 }
 
 impl InputFormat {
-    /// From a file name's extension (`-` and unknown extensions are text; a directory is
-    /// [`InputFormat::Files`]).
+    /// From a file name's extension, under any `.gz`/`.zst` (`-` and unknown extensions are
+    /// text; a directory is [`InputFormat::Files`]).
     pub fn from_path(path: &str) -> InputFormat {
         if path != "-" && Path::new(path).is_dir() {
             return InputFormat::Files;
         }
         let lower = path.to_ascii_lowercase();
+        let lower = Compression::of(&lower).strip(&lower);
         let ext = lower.rsplit('.').next().unwrap_or("");
         match ext {
             "jsonl" | "ndjson" => InputFormat::Jsonl,
             "json" => InputFormat::Json,
             "csv" => InputFormat::Csv,
             "tsv" | "tab" => InputFormat::Tsv,
+            "parquet" | "pq" => InputFormat::Parquet,
             _ => InputFormat::Text,
         }
     }
@@ -60,11 +64,55 @@ impl std::str::FromStr for InputFormat {
             "csv" => InputFormat::Csv,
             "tsv" => InputFormat::Tsv,
             "files" => InputFormat::Files,
+            "parquet" => InputFormat::Parquet,
             _ => {
                 return Err(format!(
-                    "unknown input format {s:?} (text, jsonl, json, csv, tsv, files)"
+                    "unknown input format {s:?} (text, jsonl, json, csv, tsv, files, parquet)"
                 ))
             }
+        })
+    }
+}
+
+/// How an input file is compressed, from its name: read through the decoder, transparently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    /// `.gz` (every gzip member, as `zcat` reads them).
+    Gzip,
+    /// `.zst` (every frame).
+    Zstd,
+}
+
+impl Compression {
+    pub fn of(path: &str) -> Compression {
+        let lower = path.to_ascii_lowercase();
+        if lower.ends_with(".gz") {
+            Compression::Gzip
+        } else if lower.ends_with(".zst") || lower.ends_with(".zstd") {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// The name without the compression extension.
+    fn strip(self, name: &str) -> &str {
+        match self {
+            Compression::None => name,
+            _ => name.rsplit_once('.').map_or(name, |(stem, _)| stem),
+        }
+    }
+
+    /// `file` read through its decoder.
+    ///
+    /// # Errors
+    /// A zstd stream whose decoder cannot start.
+    pub fn reader(self, file: std::fs::File) -> std::io::Result<Box<dyn Read + Send>> {
+        Ok(match self {
+            Compression::None => Box::new(file),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
         })
     }
 }
@@ -194,11 +242,25 @@ pub fn open_input(
             crate::files::FilesSource::open(Path::new(path), &spec.globs, spec.max_record_bytes)?;
         return Ok(select(Box::new(files), selection));
     }
+    if spec.format == InputFormat::Parquet {
+        #[cfg(feature = "parquet")]
+        {
+            let rows = crate::parquet_input::ParquetSource::open(path, spec)?;
+            return Ok(select(Box::new(rows), selection));
+        }
+        #[cfg(not(feature = "parquet"))]
+        return Err(Error::Config(format!(
+            "{path}: this build reads no Parquet (the library's `parquet` feature is off)"
+        )));
+    }
     let reader: Box<dyn BufRead + Send> = if path == "-" {
         Box::new(std::io::BufReader::with_capacity(1 << 16, std::io::stdin()))
     } else {
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        Box::new(std::io::BufReader::with_capacity(1 << 16, f))
+        let raw = Compression::of(path)
+            .reader(f)
+            .map_err(|e| Error::io(path, e))?;
+        Box::new(std::io::BufReader::with_capacity(1 << 16, raw))
     };
     open_reader(reader, path, spec, selection)
 }
@@ -232,9 +294,9 @@ pub fn open_reader(
         InputFormat::Csv | InputFormat::Tsv => {
             Box::new(CsvSource::new(reader, path, spec.clone())?)
         }
-        InputFormat::Files => {
+        InputFormat::Files | InputFormat::Parquet => {
             return Err(Error::Config(format!(
-                "{path}: a directory input is read from its folder, not from a stream"
+                "{path}: a directory or Parquet input is read from its file, not from a stream"
             )))
         }
     };
@@ -384,7 +446,7 @@ fn id_from(v: &Value) -> Option<ItemId> {
 }
 
 /// Builds an item from one JSON record (or a CSV row turned into a JSON object).
-fn item_from_record(
+pub(crate) fn item_from_record(
     record: &Value,
     n: u64,
     spec: &InputSpec,
@@ -739,6 +801,9 @@ pub fn parse_ids(arg: &str) -> Result<HashSet<String>> {
 
 /// Counts the items of a plain-text or JSONL file quickly (for progress ETAs): non-blank lines.
 pub fn count_lines(path: &Path) -> Option<u64> {
+    if Compression::of(&path.to_string_lossy()) != Compression::None {
+        return None; // counting would decompress the whole file once more
+    }
     let f = std::fs::File::open(path).ok()?;
     let mut r = std::io::BufReader::with_capacity(1 << 20, f);
     let mut n = 0u64;

@@ -11,11 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::input::{open_input, InputFormat, InputSpec, Selection};
-use crate::item::{EmbeddingResult, ItemOutcome, SourceItem};
+use crate::item::{EmbeddingResult, ItemOutcome};
 use crate::items::{ItemRow, ItemsDb};
 use crate::model::{EmbeddingModel, ModelFacts};
 use crate::pipeline::{BatchConfig, BatchProcessor, ErrorStrategy};
-use crate::reader::ItemSource;
 use crate::rundir::{self, Checkpoint, RunLock};
 use crate::rundir::{RunState, VersionInfo, VersionMode};
 pub use crate::settings::VectorSettings;
@@ -23,6 +22,7 @@ use crate::sink::{
     open_sink, stdout_refusal, Dtype, ErrorFile, OutputFormat, RowShape, Sink, SinkState,
     StdoutSink, STDOUT,
 };
+use crate::skip::{InputPrefix, SkipFirst};
 use crate::stats::{BatchStats, ProgressInfo};
 use crate::store::{StoreModel, StoreSpec};
 
@@ -67,6 +67,10 @@ pub struct Metadata {
     /// Set for the versions of a named run (`--run-name`).
     #[serde(default)]
     pub version: Option<VersionInfo>,
+    /// The run stopped at a read error of its input: a resume may take the fixed file if the
+    /// items its checkpoint covers are the same (`skip.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_prefix: Option<InputPrefix>,
 }
 
 fn yes() -> bool {
@@ -187,24 +191,51 @@ pub fn use_recorded_kernels(stored: &VectorSettings) -> Result<()> {
 }
 
 /// Skips the first `n` items of a source (the part a resumed run already has).
-struct SkipFirst {
-    inner: Box<dyn ItemSource>,
-    left: u64,
+/// On resume: the input must be the one the run read, unless the run stopped at a read error
+/// (a corrupt `.gz`, a truncated file) and the file was fixed since; then the digest its
+/// skipped items must match (`skip.rs`).
+fn check_input_unchanged(meta: &mut Metadata) -> Result<Option<InputPrefix>> {
+    let Some(expected) = meta.input_sha256.clone() else {
+        return Ok(None);
+    };
+    let now = input_sha256(&meta.input, &meta.input_spec)?.unwrap_or_default();
+    if now == expected {
+        return Ok(None);
+    }
+    let Some(prefix) = meta.input_prefix.take() else {
+        return Err(Error::Config(format!(
+            "cannot resume: {} changed since the run started (sha256 {now}, was {expected}); \
+             resuming would mix two inputs. Start a new run, or use --retry-failed for fixed items",
+            meta.input
+        )));
+    };
+    meta.input_sha256 = Some(now);
+    Ok(Some(prefix))
 }
 
-impl ItemSource for SkipFirst {
-    fn next_item(&mut self) -> Option<SourceItem> {
-        while self.left > 0 {
-            self.inner.next_item()?;
-            self.left -= 1;
-        }
-        self.inner.next_item()
-    }
-    fn skipped(&self) -> u64 {
-        self.inner.skipped()
-    }
-    fn take_error(&mut self) -> Option<std::io::Error> {
-        self.inner.take_error()
+/// After a read error: the digest of the items the last checkpoint covers, read again.
+fn prefix_of(meta: &Metadata, items: u64) -> Option<InputPrefix> {
+    let mut source = open_input(&meta.input, &meta.input_spec, &meta.selection).ok()?;
+    crate::skip::digest(source.as_mut(), items)
+}
+
+/// A read error that ended the input, named with the file and where it stopped; `true` when it
+/// was one (the run may then resume once the file is fixed).
+fn name_input_error(e: Error, input: &str, done: u64) -> (Error, bool) {
+    match e {
+        Error::Io { path, error } if path.as_os_str() == "input" => (
+            Error::Io {
+                path: PathBuf::from(input),
+                error: std::io::Error::new(
+                    error.kind(),
+                    format!(
+                        "{error} (reading stopped after item {done}; the items the last checkpoint covers are kept: fix the file and resume)"
+                    ),
+                ),
+            },
+            true,
+        ),
+        e => (e, false),
     }
 }
 
@@ -306,6 +337,7 @@ pub fn run_job(
     .to_string_lossy()
     .into_owned();
 
+    let mut verify_skipped = None;
     let (mut meta, checkpoint) = if resume {
         let meta = load_metadata(&dir)?;
         check_resumable(&meta.vectors, &settings)?;
@@ -315,16 +347,8 @@ pub fn run_job(
                 dir.display()
             )));
         }
-        if let Some(expected) = &meta.input_sha256 {
-            let now = input_sha256(&meta.input, &meta.input_spec)?.unwrap_or_default();
-            if &now != expected {
-                return Err(Error::Config(format!(
-                    "cannot resume: {} changed since the run started (sha256 {now}, was {expected}); \
-                     resuming would mix two inputs. Start a new run, or use --retry-failed for fixed items",
-                    meta.input
-                )));
-            }
-        }
+        let mut meta = meta;
+        verify_skipped = check_input_unchanged(&mut meta)?;
         let (cp, note) = rundir::load_checkpoint(&dir)?;
         if let Some(n) = note {
             eprintln!("llama-embed: {n}");
@@ -367,6 +391,7 @@ pub fn run_job(
             stats: BatchStats::default(),
             message: None,
             version: job.version.clone(),
+            input_prefix: None,
         };
         rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
         (meta, None)
@@ -435,7 +460,7 @@ pub fn run_job(
                 RowShape {
                     dims,
                     dtype,
-                    chunked: meta.vectors.chunking.is_some(),
+                    chunked: meta.vectors.chunking.is_some_and(|c| c.chunk_rows()),
                 },
                 &job_json,
                 checkpoint.as_ref().map(|c| &c.output),
@@ -488,10 +513,7 @@ pub fn run_job(
     }
 
     let source = open_input(&input, &input_spec, &selection)?;
-    let source = Box::new(SkipFirst {
-        inner: source,
-        left: start,
-    });
+    let source = Box::new(SkipFirst::new(source, start, verify_skipped));
     let config = job
         .config
         .clone()
@@ -529,6 +551,10 @@ pub fn run_job(
                 .write(&f)
                 .map_err(io(&dir.join(rundir::ERRORS)))?,
             Err(e) => {
+                let (e, ended_early) = name_input_error(e, &meta.input, run.emitted());
+                if ended_early {
+                    meta.input_prefix = prefix_of(&meta, last.items_done);
+                }
                 fatal = Some(e);
                 break;
             }

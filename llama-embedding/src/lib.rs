@@ -42,6 +42,8 @@ pub mod merge;
 #[cfg(feature = "engine")]
 pub mod model;
 pub mod npy;
+#[cfg(feature = "parquet")]
+pub mod parquet_input;
 #[cfg(feature = "engine")]
 pub mod pipeline;
 pub mod reader;
@@ -51,6 +53,7 @@ pub mod rundir;
 #[cfg(feature = "engine")]
 pub mod settings;
 pub mod sink;
+pub mod skip;
 pub mod stats;
 #[cfg(feature = "engine")]
 pub mod store;

@@ -241,7 +241,7 @@ pub fn merge_runs(dirs: &[PathBuf], output: &Path) -> Result<MergeReport> {
             rows: Rows::open(
                 Path::new(&m.output_file),
                 None,
-                m.vectors.chunking.is_some(),
+                m.vectors.chunking.is_some_and(|c| c.chunk_rows()),
             )?,
             failed: crate::rundir::failed_ids(dir)?,
         };

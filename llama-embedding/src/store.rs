@@ -224,18 +224,27 @@ fn vector_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 /// The row's kept fields, and for a chunk its `parent_id`, `chunk`, `n_chunks` and spans.
-fn fields_json(r: &EmbeddingResult) -> Option<String> {
+fn fields_value(r: &EmbeddingResult) -> Option<Value> {
     let Some(c) = &r.chunk else {
-        return r
-            .extra
-            .as_ref()
-            .map(|m| serde_json::to_string(m).expect("json"));
+        return r.extra.clone().map(Value::Object);
     };
     let mut m = r.extra.clone().unwrap_or_default();
     if let Value::Object(chunk) = serde_json::to_value(c).expect("json") {
         m.extend(chunk);
     }
-    Some(serde_json::to_string(&m).expect("json"))
+    Some(Value::Object(m))
+}
+
+fn fields_json(r: &EmbeddingResult) -> Option<String> {
+    fields_value(r).map(|v| v.to_string())
+}
+
+/// For each row that completes a chunked item: the ids its item's rows may still have from
+/// an earlier write with more chunks (`<parent>#n_chunks`, `#n_chunks+1`, …), to delete until
+/// the first that is absent (chunk ids are contiguous).
+fn stale_chunk_ids(r: &EmbeddingResult) -> Option<impl Iterator<Item = String> + '_> {
+    let c = r.chunk.as_ref().filter(|c| c.chunk + 1 == c.n_chunks)?;
+    Some((c.n_chunks..).map(move |k| format!("{}#{k}", c.parent_id)))
 }
 
 /// Opens a store for writing vectors of `model`, creating it when needed.
@@ -468,6 +477,7 @@ impl SqliteStore {
     }
 
     fn write(&mut self, items: &[EmbeddingResult]) -> rusqlite::Result<()> {
+        use rusqlite::OptionalExtension;
         let tx = self.conn.transaction()?;
         {
             let mut upsert = tx.prepare_cached(
@@ -493,6 +503,16 @@ impl SqliteStore {
                 )?;
                 delete.execute([rowid])?;
                 insert.execute(rusqlite::params![rowid, vector_bytes(&r.embedding)])?;
+            }
+            let mut stale = tx.prepare_cached("DELETE FROM items WHERE id = ?1 RETURNING rowid")?;
+            for ids in items.iter().filter_map(stale_chunk_ids) {
+                for id in ids {
+                    let gone: Option<i64> = stale.query_row([id], |row| row.get(0)).optional()?;
+                    match gone {
+                        Some(rowid) => delete.execute([rowid])?,
+                        None => break,
+                    };
+                }
             }
         }
         tx.commit()
@@ -685,6 +705,9 @@ pub struct PgStore {
     rows: u64,
     /// The table was empty when the run began: the index is built at the end.
     index_at_finish: bool,
+    /// Chunked items completed since the last upsert: (parent id, chunks), whose rows past
+    /// the last chunk are deleted (an earlier write of the item had more).
+    ended: Vec<(String, u32)>,
 }
 
 /// Serialises schema changes between processes writing the same table (shards).
@@ -872,6 +895,7 @@ impl PgStore {
             staged: 0,
             rows: state.map_or(0, |s| s.rows),
             index_at_finish: empty,
+            ended: Vec::new(),
         })
     }
 
@@ -892,11 +916,16 @@ impl PgStore {
         for r in items {
             let id = r.id.to_string();
             let v = pgvector::Vector::from(r.embedding.clone());
-            let fields: Option<Value> = r.extra.clone().map(Value::Object);
+            let fields: Option<Value> = fields_value(r);
             let n = r.n_tokens as i32;
             w.write(&[&id, &v, &r.text, &fields, &n])?;
         }
         w.finish()?;
+        for r in items {
+            if let Some(c) = r.chunk.as_ref().filter(|_| stale_chunk_ids(r).is_some()) {
+                self.ended.push((c.parent_id.to_string(), c.n_chunks));
+            }
+        }
         Ok(())
     }
 
@@ -917,6 +946,15 @@ impl PgStore {
             &[&self.model_sha256],
         )?;
         tx.batch_execute("TRUNCATE llama_embed_staging")?;
+        let delete = format!("DELETE FROM {t} WHERE id = $1 AND model = $2");
+        for (parent, n) in std::mem::take(&mut self.ended) {
+            for k in n.. {
+                let id = format!("{parent}#{k}");
+                if tx.execute(&delete, &[&id, &self.model_sha256])? == 0 {
+                    break;
+                }
+            }
+        }
         tx.commit()
     }
 

@@ -652,7 +652,7 @@ fn collate(
     let (base_done, base_out) = covered(base_dir)?;
     let (sub_done, sub_out) = covered(sub)?;
     let sub_meta = load_metadata(sub)?;
-    let chunked = base.vectors.chunking.is_some();
+    let chunked = base.vectors.chunking.is_some_and(|c| c.chunk_rows());
     let mut base_rows = Rows::open(Path::new(&base.output_file), base_out, chunked)?;
     let mut sub_rows = Rows::open(Path::new(&sub_meta.output_file), sub_out, chunked)?;
     let base_errors = error_lines(base_dir)?;

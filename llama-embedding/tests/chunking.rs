@@ -147,3 +147,40 @@ fn chunking_refuses_a_chunk_size_beyond_the_model_and_fits_short_texts_in_one() 
     assert_eq!(f.error.kind, llama_embedding::ItemErrorKind::Empty);
     assert_eq!(f.id.to_string(), "1");
 }
+
+#[test]
+fn a_document_vector_is_the_normalised_mean_of_the_chunk_vectors() {
+    let Some(model) = common::reference_model("chunking") else {
+        return;
+    };
+    let texts: Vec<String> = documents(4).into_iter().map(|(_, t)| t).collect();
+    let c = ChunkConfig::new(128, 0, ChunkBy::Text).unwrap();
+    let chunks = chunked(&model, &texts, c, &EmbedOptions::default());
+    let docs = chunked(
+        &model,
+        &texts,
+        c.with_doc_vector(true),
+        &EmbedOptions::default(),
+    );
+    assert_eq!(docs.len(), texts.len(), "one row per document");
+    for (i, d) in docs.iter().enumerate() {
+        assert!(d.chunk.is_none());
+        assert_eq!(d.id.to_string(), i.to_string());
+        let mine: Vec<&EmbeddingResult> = chunks.iter().filter(|r| r.index == i as u64).collect();
+        assert!(mine.len() > 1);
+        assert_eq!(d.n_tokens, mine.iter().map(|r| r.n_tokens).sum::<usize>());
+        let mut mean = vec![0f64; d.embedding.len()];
+        for r in &mine {
+            for (m, x) in mean.iter_mut().zip(&r.embedding) {
+                *m += f64::from(*x);
+            }
+        }
+        let norm = mean.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let cos: f64 = mean
+            .iter()
+            .zip(&d.embedding)
+            .map(|(m, x)| m / norm * f64::from(*x))
+            .sum();
+        assert!(cos > 0.999_999, "document {i}: cosine {cos}");
+    }
+}

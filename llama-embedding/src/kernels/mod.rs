@@ -317,9 +317,8 @@ fn choose_best(all: &[Variant], cpu: &CpuInfo) -> Result<Kernels> {
                 } else {
                     "the best that passed the probe".to_string()
                 };
-                for r in &refused {
-                    eprintln!("llama-embed: CPU kernels {}: {}", r.variant, r.reason);
-                }
+                // The refusals travel in `Kernels::refused` (the run summary and `model
+                // kernels` show them); the library prints nothing.
                 return Ok(kernels_for(v, cpu, choice, refused));
             }
             Err(reason) => refused.push(Refusal {

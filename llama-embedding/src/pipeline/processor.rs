@@ -347,6 +347,10 @@ impl BatchProcessor {
             progress_every: c.progress.then_some(c.progress_interval_batches),
             callbacks: self.callbacks.clone(),
             last_stats: self.last_stats.clone(),
+            doc_vector: c
+                .chunking
+                .filter(|k| k.doc_vector)
+                .map(|_| c.embed.normalize),
         }))
     }
 }

@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::document::document;
 use super::flow::{Msg, Watermark};
 use super::order::Reorder;
 use super::processor::Callbacks;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::item::ItemOutcome;
+use crate::model::Normalize;
 use crate::stats::{peak_resident_mb, BatchStats, LatencyLog, MemoryProbe, ProgressInfo};
 
 /// A running job: an iterator of outcomes in input order, then `None`; a fatal error is
@@ -46,6 +48,8 @@ pub struct Run {
     callbacks: Arc<Mutex<Callbacks>>,
     last_stats: Arc<Mutex<BatchStats>>,
     input_error: Option<std::io::Error>,
+    /// `--doc-vector mean`: each chunked item becomes one vector (normalised like the run's).
+    doc_vector: Option<Normalize>,
 }
 
 /// What a [`Run`] is made of; built by the processor.
@@ -64,6 +68,7 @@ pub(crate) struct RunParts {
     pub progress_every: Option<usize>,
     pub callbacks: Arc<Mutex<Callbacks>>,
     pub last_stats: Arc<Mutex<BatchStats>>,
+    pub doc_vector: Option<Normalize>,
 }
 
 impl Run {
@@ -93,6 +98,7 @@ impl Run {
             callbacks: p.callbacks,
             last_stats: p.last_stats,
             input_error: None,
+            doc_vector: p.doc_vector,
         }
     }
 
@@ -250,7 +256,10 @@ impl Run {
     fn take_ready(&mut self) -> Option<ItemOutcome> {
         if self.ready.is_empty() {
             let (_, parts) = self.order.pop()?;
-            self.ready.extend(one_failure(parts));
+            match self.doc_vector {
+                Some(normalize) => self.ready.push_back(document(parts, normalize)),
+                None => self.ready.extend(one_failure(parts)),
+            }
             self.watermark.advance(self.order.next_item());
         }
         self.ready.pop_front()
