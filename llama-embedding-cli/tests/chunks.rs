@@ -120,10 +120,7 @@ fn a_killed_chunked_run_resumes_to_byte_identical_output() {
         kills >= 2,
         "the run was too short to be killed ({kills} kills)"
     );
-    assert!(
-        std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
-        "differs after {kills} kills"
-    );
+    assert_same_bytes(&out, &reference, &format!("differs after {kills} kills"));
     let st = llama_embedding::job::run_status(&dir.join("run")).unwrap();
     assert_eq!(
         (st.status.as_str(), st.done),
@@ -177,9 +174,10 @@ fn sharded_chunked_runs_merge_to_the_unsharded_output_and_formats_have_the_chunk
     let rows = jsonl(&whole);
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["rows"].as_u64(), Some(rows.len() as u64));
-    assert!(
-        std::fs::read(&merged).unwrap() == std::fs::read(&whole).unwrap(),
-        "merged chunked shards differ from the unsharded run"
+    assert_same_bytes(
+        &merged,
+        &whole,
+        "merged chunked shards differ from the unsharded run",
     );
 
     // CSV: the chunk columns after the id, one line per chunk.
@@ -357,16 +355,21 @@ fn a_directory_input_is_one_item_per_file_and_a_killed_chunked_run_resumes_ident
     assert_eq!(order, sorted);
 
     let out = dir.join("killed.jsonl");
-    let kills =
-        run_with_kills_allowing_failures(&model, &root, &out, &dir.join("run"), &extra, span / 2);
+    let kills = run_with_kills(
+        &model,
+        &root,
+        Some(&out),
+        &dir.join("run"),
+        &extra,
+        &[],
+        0x5eed,
+        span / 2,
+    );
     assert!(
         kills >= 2,
         "the run was too short to be killed ({kills} kills)"
     );
-    assert!(
-        std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
-        "differs after {kills} kills"
-    );
+    assert_same_bytes(&out, &reference, &format!("differs after {kills} kills"));
 
     // --glob picks files (shell rules), and needs a directory INPUT.
     let o = run(
@@ -394,53 +397,6 @@ fn a_directory_input_is_one_item_per_file_and_a_killed_chunked_run_resumes_ident
         "--glob needs a directory: {}",
         stderr(&o)
     );
-}
-
-/// As `run_with_kills`, for a run whose items partly fail (exit code 3 at the end).
-fn run_with_kills_allowing_failures(
-    model: &Path,
-    input: &Path,
-    out: &Path,
-    run_dir: &Path,
-    extra: &[&str],
-    max_delay_ms: u64,
-) -> usize {
-    let mut rng = 0x5eedu64;
-    let mut kills = 0;
-    loop {
-        let mut c = bin();
-        c.args(["embed", "-q", "-m"]).arg(model).args(extra);
-        if run_dir.join("metadata.json").exists() {
-            c.arg("--resume").arg(run_dir);
-        } else {
-            c.arg(input)
-                .arg("-o")
-                .arg(out)
-                .arg("--run-dir")
-                .arg(run_dir);
-        }
-        let mut child = c.stderr(std::process::Stdio::null()).spawn().unwrap();
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let delay = std::time::Duration::from_millis(150 + rng % max_delay_ms.max(1));
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                let st = llama_embedding::job::run_status(run_dir).unwrap();
-                assert_eq!(st.status.as_str(), "completed", "exit {status}");
-                return kills;
-            }
-            if start.elapsed() >= delay {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert!(kills < 200, "no progress after 200 kills");
-    }
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -472,10 +428,7 @@ fn gz_and_zst_inputs_read_transparently_and_a_killed_chunked_gz_run_resumes_iden
     let out = dir.join("zst.jsonl");
     let o = run(embed_args(&model, &zst, &out, &dir.join("zst")).args(&extra));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
-        "zst differs"
-    );
+    assert_same_bytes(&out, &reference, "zst differs");
     let out = dir.join("gz.jsonl");
     let kills = run_with_kills(
         &model,
@@ -491,10 +444,7 @@ fn gz_and_zst_inputs_read_transparently_and_a_killed_chunked_gz_run_resumes_iden
         kills >= 2,
         "the run was too short to be killed ({kills} kills)"
     );
-    assert!(
-        std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
-        "gz differs after {kills} kills"
-    );
+    assert_same_bytes(&out, &reference, &format!("gz differs after {kills} kills"));
 }
 
 #[test]
@@ -532,10 +482,7 @@ fn a_corrupt_gz_input_fails_naming_the_file_and_resumes_once_it_is_fixed() {
     std::fs::write(&gz, &good).unwrap();
     let o = run(bin().args(["embed", "-q", "--resume"]).arg(dir.join("run")));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
-        "differs after the fix"
-    );
+    assert_same_bytes(&out, &reference, "differs after the fix");
 
     // Another file in its place is refused: its items are not the run's.
     let other = dir.join("other");
@@ -596,10 +543,7 @@ fn a_parquet_input_gives_the_rows_of_the_same_records_as_jsonl() {
         .args(CHUNKING)
         .args(["--window", "2", "--save-every", "1"]));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        std::fs::read(&got).unwrap() == std::fs::read(&want).unwrap(),
-        "parquet rows differ from jsonl"
-    );
+    assert_same_bytes(&got, &want, "parquet rows differ from jsonl");
     let o = run(
         embed_args(&model, &pq, &dir.join("x.jsonl"), &dir.join("c"))
             .args(["--text-field", "body"]),

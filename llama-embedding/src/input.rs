@@ -245,7 +245,12 @@ pub fn open_input(
     if spec.format == InputFormat::Parquet {
         #[cfg(feature = "parquet")]
         {
-            let rows = crate::parquet_input::ParquetSource::open(path, spec)?;
+            let spec_ = spec.clone();
+            let to_item = Box::new(move |row: &Value, n: u64, at: Position| {
+                item_from_record(row, n, &spec_, Some(at))
+            });
+            let rows =
+                crate::parquet_input::ParquetSource::open(path, record_columns(spec), to_item)?;
             return Ok(select(Box::new(rows), selection));
         }
         #[cfg(not(feature = "parquet"))]
@@ -445,8 +450,23 @@ fn id_from(v: &Value) -> Option<ItemId> {
     }
 }
 
+/// The top-level fields a spec reads from a record; `None`: all (a template names its own).
+#[cfg(feature = "parquet")]
+fn record_columns(spec: &InputSpec) -> Option<Vec<String>> {
+    if spec.template.is_some() {
+        return None;
+    }
+    let top = |f: &str| f.split('.').next().unwrap_or(f).to_string();
+    let mut cols = vec![top(&spec.text_field)];
+    cols.extend(spec.id_field.as_deref().map(top));
+    cols.extend(spec.keep_fields.iter().map(|f| top(f)));
+    cols.sort();
+    cols.dedup();
+    Some(cols)
+}
+
 /// Builds an item from one JSON record (or a CSV row turned into a JSON object).
-pub(crate) fn item_from_record(
+fn item_from_record(
     record: &Value,
     n: u64,
     spec: &InputSpec,

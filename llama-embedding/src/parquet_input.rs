@@ -1,8 +1,8 @@
 //! Parquet inputs (`.parquet`, as the Hugging Face datasets export them): one item per row,
-//! `--text-field` and `--id-field` naming columns (`--template` and `--keep-fields` too), read
-//! one record batch at a time so memory stays bounded. Each row becomes a JSON object of its
-//! scalar columns (strings, integers, floats, booleans; other types as null) and then an item by
-//! the same rules as a JSONL record. A file that is not Parquet, or a column that is missing,
+//! read one record batch at a time (only the columns asked for) so memory stays bounded. Each
+//! row becomes a JSON object of its scalar columns (strings, integers, floats, booleans; other
+//! types as null), which the caller's `to_item` makes an item (`input.rs`: by the same rules as
+//! a JSONL record, `--text-field`, `--id-field`, `--template`, `--keep-fields`). A file that is not Parquet, or a column that is missing,
 //! fails the run before it starts; a corrupt row group ends the input with an error naming the
 //! file and the row reached (the items before it are kept).
 
@@ -20,9 +20,11 @@ use parquet::arrow::ProjectionMask;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::input::{item_from_record, InputSpec};
 use crate::item::{Position, SourceItem};
 use crate::reader::ItemSource;
+
+/// Makes an item of a row: (the row as a JSON object, its 0-based number, its position).
+pub type RowToItem = Box<dyn FnMut(&Value, u64, Position) -> SourceItem + Send>;
 
 /// The rows of a Parquet file as items.
 pub struct ParquetSource {
@@ -31,14 +33,16 @@ pub struct ParquetSource {
     batch: Option<RecordBatch>,
     row: usize,
     n: u64,
-    spec: InputSpec,
+    to_item: RowToItem,
     error: Option<std::io::Error>,
 }
 
 impl ParquetSource {
+    /// Reads the top-level `columns` (all when `None`).
+    ///
     /// # Errors
     /// The file cannot be opened or is not Parquet, or a named column is missing.
-    pub fn open(path: &str, spec: &InputSpec) -> Result<Self> {
+    pub fn open(path: &str, columns: Option<Vec<String>>, to_item: RowToItem) -> Result<Self> {
         let bad = |e: parquet::errors::ParquetError| {
             Error::Config(format!("{path}: not a readable Parquet file: {e}"))
         };
@@ -46,7 +50,7 @@ impl ParquetSource {
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(bad)?;
         let schema = builder.schema().clone();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let wanted = wanted_columns(spec);
+        let wanted = columns;
         for w in wanted.iter().flatten() {
             if !names.contains(&w.as_str()) {
                 return Err(Error::Config(format!(
@@ -74,7 +78,7 @@ impl ParquetSource {
             batch: None,
             row: 0,
             n: 0,
-            spec: spec.clone(),
+            to_item,
             error: None,
         })
     }
@@ -85,19 +89,6 @@ pub fn count_rows(path: &Path) -> Option<u64> {
     let file = File::open(path).ok()?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).ok()?;
     u64::try_from(builder.metadata().file_metadata().num_rows()).ok()
-}
-
-/// The top-level columns a spec reads; `None`: all (a template names its own fields).
-fn wanted_columns(spec: &InputSpec) -> Option<Vec<String>> {
-    if spec.template.is_some() {
-        return None;
-    }
-    let top = |f: &str| f.split('.').next().unwrap_or(f).to_string();
-    let mut cols = vec![top(&spec.text_field)];
-    cols.extend(spec.id_field.as_deref().map(top));
-    cols.extend(spec.keep_fields.iter().map(|f| top(f)));
-    cols.dedup();
-    Some(cols)
 }
 
 impl ItemSource for ParquetSource {
@@ -112,12 +103,7 @@ impl ItemSource for ParquetSource {
                         line: self.n,
                         byte: 0,
                     };
-                    return Some(item_from_record(
-                        &record,
-                        self.n - 1,
-                        &self.spec,
-                        Some(position),
-                    ));
+                    return Some((self.to_item)(&record, self.n - 1, position));
                 }
             }
             match self.batches.next()? {
@@ -182,6 +168,7 @@ fn cell(col: &Arc<dyn Array>, row: usize) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::item::ItemId;
     use arrow_schema::{DataType, Field, Schema};
     use parquet::arrow::ArrowWriter;
 
@@ -211,28 +198,37 @@ mod tests {
         let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
-        let spec = InputSpec {
-            id_field: Some("id".into()),
-            keep_fields: vec!["title".into()],
-            ..InputSpec::default()
+        let to_item: fn() -> RowToItem = || {
+            Box::new(|row: &Value, n: u64, position: Position| SourceItem {
+                id: ItemId::Str(format!("{n}:{}", row["id"])),
+                text: row["text"].as_str().map(String::from).ok_or_else(|| {
+                    crate::error::ItemError::new(crate::error::ItemErrorKind::Parse, "null")
+                }),
+                position: Some(position),
+                extra: row.as_object().cloned(),
+            })
         };
-        let mut src = ParquetSource::open(path.to_str().unwrap(), &spec).unwrap();
+        let p = path.to_str().unwrap();
+        let cols = Some(vec!["id".to_string(), "text".to_string()]);
+        let mut src = ParquetSource::open(p, cols, to_item()).unwrap();
         let items: Vec<SourceItem> = std::iter::from_fn(|| src.next_item()).collect();
         assert_eq!(items.len(), 3);
-        assert_eq!(items[0].id.to_string(), "10");
+        assert_eq!(items[0].id.to_string(), "0:10");
         assert_eq!(items[1].text.as_deref(), Ok("beta"));
+        assert_eq!(items[1].position.unwrap().line, 2);
         assert!(items[2].text.is_err(), "a null text is an item error");
-        assert_eq!(items[0].extra.as_ref().unwrap()["title"], "A");
-        let missing = InputSpec {
-            text_field: "body".into(),
-            ..InputSpec::default()
-        };
-        let e = ParquetSource::open(path.to_str().unwrap(), &missing)
+        let only_asked = items[0].extra.as_ref().unwrap();
+        assert!(
+            !only_asked.contains_key("title"),
+            "unasked columns are not read"
+        );
+        let e = ParquetSource::open(p, Some(vec!["body".into()]), to_item())
             .err()
             .unwrap();
         assert!(e.to_string().contains("no column \"body\""), "{e}");
         std::fs::write(dir.join("bad.parquet"), b"not parquet").unwrap();
-        let e = ParquetSource::open(dir.join("bad.parquet").to_str().unwrap(), &spec)
+        let bad = dir.join("bad.parquet");
+        let e = ParquetSource::open(bad.to_str().unwrap(), None, to_item())
             .err()
             .unwrap();
         assert!(e.to_string().contains("not a readable Parquet file"), "{e}");
