@@ -597,3 +597,55 @@ fn a_store_drops_the_extra_chunk_rows_of_an_item_that_shrank() {
     );
     assert!(count() < before);
 }
+
+#[test]
+fn a_chunked_version_reruns_whole_items_and_compares_per_chunk_row() {
+    let Some(model) = minilm("chunked versions") else {
+        return;
+    };
+    let dir = temp("chunks-versions");
+    let (input, docs) = documents(&dir, 6);
+    let root = dir.join("runs");
+    let runs = |args: &[&str]| run_cmd(bin().arg("runs").args(args).arg("--runs-dir").arg(&root));
+    let o = run_cmd(
+        bin()
+            .args(["embed", "-q", "-m"])
+            .arg(&model)
+            .arg(&input)
+            .args(CHUNKING)
+            .args(["--run-name", "docs", "--runs-dir"])
+            .arg(&root),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v0 = root.join("docs/v0/output.jsonl");
+    let rows = jsonl(&v0);
+    // Rerun two documents with the run's settings: the same bits, every row in place.
+    let picked = format!("{},{}", docs[1].0, docs[4].0);
+    let o = runs(&["rerun", "docs", &picked, "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_bytes(
+        &root.join("docs/v1/output.jsonl"),
+        &v0,
+        "a chunked rerun with the same settings",
+    );
+    // With a prefix, only those documents' chunks change; compare counts chunk rows.
+    let o = runs(&["rerun", "docs", &picked, "--prefix", "passage: ", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v2 = jsonl(&root.join("docs/v2/output.jsonl"));
+    let changed: Vec<&serde_json::Value> = v2
+        .iter()
+        .filter(|r| r["parent_id"] == *docs[1].0.as_str() || r["parent_id"] == *docs[4].0.as_str())
+        .collect();
+    assert!(!changed.is_empty());
+    let o = runs(&["compare", "docs", "v0", "v2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kept = rows.len()
+        - rows
+            .iter()
+            .filter(|r| {
+                r["parent_id"] == *docs[1].0.as_str() || r["parent_id"] == *docs[4].0.as_str()
+            })
+            .count();
+    assert_eq!(c["identical"].as_u64(), Some(kept as u64), "{c}");
+}
