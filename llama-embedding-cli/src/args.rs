@@ -379,6 +379,11 @@ pub struct EmbedArgs {
     /// vectors. A vector setting, recorded with the chunking.
     #[arg(long, value_name = "HOW", value_parser = ["mean"], requires = "chunk_tokens")]
     pub doc_vector: Option<String>,
+    /// Late chunking: embed each window of the text (as many whole chunks as fit the model's
+    /// context) in one decode and pool each chunk's vector from its own token rows, so every
+    /// chunk sees its neighbours. Bidirectional, mean-pooling models; the exact mode.
+    #[arg(long, requires = "chunk_tokens")]
+    pub late_chunking: bool,
 
     /// Most bytes one item (a line, a record, a file of a directory) may hold in memory; a larger
     /// one is a failed item (too_long) and the run goes on. Default 8 MiB.

@@ -192,7 +192,9 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         if let Some(n) = a.chunk_tokens {
             match ChunkConfig::new(n, a.chunk_overlap, a.chunk_by) {
                 Ok(c) => {
-                    let c = c.with_doc_vector(a.doc_vector.is_some());
+                    let c = c
+                        .with_doc_vector(a.doc_vector.is_some())
+                        .with_late(a.late_chunking);
                     config = config.with_chunking(Some(c));
                 }
                 Err(e) => return usage(e),

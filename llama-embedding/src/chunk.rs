@@ -62,6 +62,11 @@ pub struct ChunkConfig {
     /// instead of one row per chunk.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub doc_vector: bool,
+    /// `--late-chunking`: each chunk's vector is pooled from its token rows of a decode of its
+    /// whole window of the text (as many neighbouring chunks as fit the context), so it sees
+    /// its document (arXiv 2409.04701). Bidirectional models and the exact mode only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
 }
 
 impl ChunkConfig {
@@ -81,12 +86,19 @@ impl ChunkConfig {
             overlap,
             by,
             doc_vector: false,
+            late: false,
         })
     }
 
     /// One vector per item, the mean of its chunks' (see [`ChunkConfig::doc_vector`]).
     pub fn with_doc_vector(mut self, on: bool) -> Self {
         self.doc_vector = on;
+        self
+    }
+
+    /// Late chunking (see [`ChunkConfig::late`]).
+    pub fn with_late(mut self, on: bool) -> Self {
+        self.late = on;
         self
     }
 

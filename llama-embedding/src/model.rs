@@ -409,6 +409,31 @@ impl EmbeddingModel {
         with.saturating_sub(alone)
     }
 
+    /// The engine backend's `tokenize_pieces` (late chunking): the head (`[CLS]` and prefix) and tail
+    /// (`[SEP]`) are those [`EmbeddingModel::tokenize`] puts around any text.
+    pub fn tokenize_pieces(
+        &self,
+        pieces: &[&str],
+        options: &EmbedOptions,
+    ) -> (Vec<LlamaToken>, Vec<std::ops::Range<usize>>) {
+        let vocab = self.llama.vocab();
+        let probe = "a";
+        let full = format!("{}{probe}", options.prefix.as_deref().unwrap_or(""));
+        let full = vocab.tokenize(full.as_bytes(), true, true);
+        let alone = vocab.tokenize(probe.as_bytes(), false, true).len();
+        let tail = self.special_tail.min(full.len());
+        let head = full.len().saturating_sub(tail + alone);
+        let mut tokens = full[..head].to_vec();
+        let mut ranges = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            let start = tokens.len();
+            tokens.extend(vocab.tokenize(p.as_bytes(), false, true));
+            ranges.push(start..tokens.len());
+        }
+        tokens.extend_from_slice(&full[full.len() - tail..]);
+        (tokens, ranges)
+    }
+
     /// SHA-256 of the model file, computed once and cached next to the model
     /// (`MODEL.sha256`) or, where that folder is read-only, in the user cache.
     ///

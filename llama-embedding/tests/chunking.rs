@@ -184,3 +184,69 @@ fn a_document_vector_is_the_normalised_mean_of_the_chunk_vectors() {
         assert!(cos > 0.999_999, "document {i}: cosine {cos}");
     }
 }
+
+#[test]
+fn late_chunks_see_their_window_and_keep_their_bits_in_any_batch() {
+    let Some(model) = common::reference_model("chunking") else {
+        return;
+    };
+    let texts: Vec<String> = documents(3).into_iter().map(|(_, t)| t).collect();
+    let late = ChunkConfig::new(96, 0, ChunkBy::Text)
+        .unwrap()
+        .with_late(true);
+    let run = |c: ChunkConfig, batch: usize, workers: usize| -> Vec<EmbeddingResult> {
+        let cfg = BatchConfig::default()
+            .with_chunking(Some(c))
+            .with_batch_size(batch)
+            .with_workers(workers);
+        let mut p = BatchProcessor::new(model.clone(), cfg).unwrap();
+        p.process_texts(texts.clone())
+            .unwrap()
+            .into_iter()
+            .map(|o| o.into_embedded().expect("late chunks embed"))
+            .collect()
+    };
+    let a = run(late, 32, 2);
+    let b = run(late, 1, 1);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (&x.id, &x.embedding),
+            (&y.id, &y.embedding),
+            "batch changed a late chunk"
+        );
+    }
+    let plain = run(late.with_late(false), 32, 2);
+    assert_eq!(plain.len(), a.len(), "the same chunks");
+    let mut sum = 0.0;
+    for (l, p) in a.iter().zip(&plain) {
+        assert_eq!(l.chunk, p.chunk);
+        // Its own rows only: no [CLS]/[SEP] of its own.
+        assert!(l.n_tokens < p.n_tokens, "{} vs {}", l.n_tokens, p.n_tokens);
+        let cos: f32 = l
+            .embedding
+            .iter()
+            .zip(&p.embedding)
+            .map(|(x, y)| x * y)
+            .sum();
+        assert!(
+            cos > 0.4 && cos < 0.9999,
+            "{}: cosine {cos} to the chunk alone",
+            l.id
+        );
+        sum += cos;
+    }
+    eprintln!(
+        "late vs alone: mean cosine {:.3} over {} chunks",
+        sum / a.len() as f32,
+        a.len()
+    );
+    // Refused where it cannot be right.
+    let cfg = BatchConfig::default()
+        .with_chunking(Some(late))
+        .with_embed(EmbedOptions::default().with_pooling(llama_embedding::Pooling::Cls));
+    let e = BatchProcessor::new(model.clone(), cfg)
+        .and_then(|mut p| p.process_texts(texts.clone()))
+        .unwrap_err();
+    assert!(e.to_string().contains("--late-chunking"), "{e}");
+}

@@ -231,3 +231,75 @@ fn a_request_cancelled_before_it_starts_is_answered_cancelled() {
     )
     .is_err());
 }
+
+/// Late chunking: chunks are grouped into windows that fit the context, each window is one
+/// sequence, and each chunk's vector is the mean of its own rows of that sequence (the fake's
+/// rows depend on the position in the whole window, so a chunk sees where it is).
+#[test]
+fn late_chunks_are_pooled_from_their_rows_of_the_window() {
+    use llama_cpp_2::token::LlamaToken;
+    use llama_embedding::chunk::{ChunkBy, ChunkConfig};
+    let fake = Arc::new(FakeBackend::new(8, 64));
+    let words: Vec<String> = (0..300).map(|i| format!("w{}", (i * 13) % 97)).collect();
+    let text = words.join(" ");
+    let chunking = ChunkConfig::new(20, 0, ChunkBy::Text).unwrap();
+    let run = |late: bool| -> Vec<llama_embedding::EmbeddingResult> {
+        let c = config(2).with_chunking(Some(chunking.with_late(late)));
+        let mut p = BatchProcessor::with_backend(fake.clone(), c).unwrap();
+        p.process_texts(vec![text.clone()])
+            .unwrap()
+            .into_iter()
+            .map(|o| o.into_embedded().unwrap())
+            .collect()
+    };
+    let plain = run(false);
+    let late = run(true);
+    assert_eq!(plain.len(), late.len());
+    assert_eq!(
+        plain.len(),
+        17,
+        "18 words a chunk (20 tokens with [CLS] and [SEP])"
+    );
+    // Windows as the fake's 64-token context allows: [CLS] + 3 chunks of 18 words + [SEP].
+    let word_token = |w: &str| {
+        let tk = fake.tokenize(w, &EmbedOptions::default(), 64).unwrap();
+        tk.tokens[1]
+    };
+    let mut differ = 0;
+    for (k, (p, l)) in plain.iter().zip(&late).enumerate() {
+        assert_eq!(p.chunk, l.chunk, "same chunks, same spans");
+        let c = l.chunk.as_ref().unwrap();
+        let n_words = text[c.byte_start..c.byte_end].split_whitespace().count();
+        assert_eq!(l.n_tokens, n_words, "a late chunk counts its own rows");
+        let first_in_window = k - k % 3;
+        let window_words: Vec<&str> = late[first_in_window..(first_in_window + 3).min(late.len())]
+            .iter()
+            .flat_map(|r| {
+                let c = r.chunk.as_ref().unwrap();
+                text[c.byte_start..c.byte_end].split_whitespace()
+            })
+            .collect();
+        let mut tokens = vec![LlamaToken(1)];
+        tokens.extend(window_words.iter().map(|w| word_token(w)));
+        tokens.push(LlamaToken(2));
+        let start = 1 + 18 * (k % 3);
+        let mut want = fake.vector_of_rows(&tokens, start..start + n_words);
+        llama_embedding::engine::l2_normalize(&mut want);
+        assert_eq!(
+            l.embedding,
+            want,
+            "chunk {k} ({:?})",
+            c.byte_start..c.byte_end
+        );
+        differ += usize::from(l.embedding != p.embedding);
+    }
+    assert_eq!(differ, plain.len(), "late vectors are not the plain ones");
+    // Refused in the fast mode, naming why.
+    let fast = config(1)
+        .with_mode(EngineMode::Fast)
+        .with_chunking(Some(chunking.with_late(true)));
+    let e = BatchProcessor::with_backend(fake.clone(), fast)
+        .and_then(|mut p| p.process_texts(vec![text.clone()]))
+        .unwrap_err();
+    assert!(e.to_string().contains("exact mode"), "{e}");
+}

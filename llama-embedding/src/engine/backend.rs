@@ -2,6 +2,7 @@
 //! pipeline runs against [`super::FakeBackend`] in tests and against [`EmbeddingModel`]
 //! everywhere else.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use llama_cpp_2::token::LlamaToken;
@@ -38,6 +39,16 @@ pub trait Backend: Send + Sync + 'static {
     ) -> std::result::Result<Tokenized, ItemError>;
     /// Tokens [`Backend::tokenize`] adds to any text (special tokens and prefix).
     fn added_tokens(&self, options: &EmbedOptions) -> usize;
+    /// Whether attention is causal (each token sees only those before it).
+    fn causal(&self) -> bool;
+    /// One sequence of consecutive `pieces` of a text, each tokenised alone (no special tokens),
+    /// between the special tokens and prefix, with each piece's token range in it (late
+    /// chunking pools the chunks' ranges).
+    fn tokenize_pieces(
+        &self,
+        pieces: &[&str],
+        options: &EmbedOptions,
+    ) -> (Vec<LlamaToken>, Vec<Range<usize>>);
     /// A rough upper bound of one context's compute memory for decodes of `tokens` tokens.
     fn context_estimate_mb(&self, tokens: usize) -> u64;
     /// Makes a context on the calling thread (it is used only there).
@@ -47,6 +58,10 @@ pub trait Backend: Send + Sync + 'static {
     fn context(&self, shape: &ContextShape) -> Result<Box<dyn Context + '_>>;
 }
 
+/// Token ranges of one sequence to pool a vector each from (late chunking); `None`: one
+/// vector for the whole sequence.
+pub type Pools<'a> = Option<&'a [Range<usize>]>;
+
 /// One context: embeds a batch of token sequences in one decode.
 pub trait Context {
     /// One vector per sequence, in order, and the time the decode took.
@@ -54,11 +69,38 @@ pub trait Context {
     /// # Errors
     /// A batch beyond the context's limits, or a failed decode.
     fn embed(&mut self, sequences: &[&[LlamaToken]]) -> Result<(Vec<Vec<f32>>, Duration)>;
+
+    /// As [`Context::embed`], but a sequence with ranges in `pools` gives one vector per range
+    /// (the mean of those token rows), in order: all vectors flattened in sequence order.
+    /// `pools` may be shorter than `sequences` (the rest are whole).
+    ///
+    /// # Errors
+    /// As [`Context::embed`]; a context that cannot pool ranges refuses them.
+    fn embed_pooled(
+        &mut self,
+        sequences: &[&[LlamaToken]],
+        pools: &[Pools<'_>],
+    ) -> Result<(Vec<Vec<f32>>, Duration)> {
+        if pools.iter().all(Option::is_none) {
+            return self.embed(sequences);
+        }
+        Err(crate::error::Error::Config(
+            "this context cannot pool token ranges (late chunking needs the exact mode)".into(),
+        ))
+    }
 }
 
 impl Context for EmbeddingContext<'_> {
     fn embed(&mut self, sequences: &[&[LlamaToken]]) -> Result<(Vec<Vec<f32>>, Duration)> {
-        EmbeddingContext::embed(self, sequences)
+        EmbeddingContext::embed_pooled(self, sequences, &[])
+    }
+
+    fn embed_pooled(
+        &mut self,
+        sequences: &[&[LlamaToken]],
+        pools: &[Pools<'_>],
+    ) -> Result<(Vec<Vec<f32>>, Duration)> {
+        EmbeddingContext::embed_pooled(self, sequences, pools)
     }
 }
 
@@ -95,6 +137,18 @@ impl Backend for EmbeddingModel {
 
     fn added_tokens(&self, options: &EmbedOptions) -> usize {
         EmbeddingModel::added_tokens(self, options)
+    }
+
+    fn causal(&self) -> bool {
+        self.facts().causal
+    }
+
+    fn tokenize_pieces(
+        &self,
+        pieces: &[&str],
+        options: &EmbedOptions,
+    ) -> (Vec<LlamaToken>, Vec<Range<usize>>) {
+        EmbeddingModel::tokenize_pieces(self, pieces, options)
     }
 
     /// Activations per token plus the attention scores of the whole batch (llama.cpp sizes its

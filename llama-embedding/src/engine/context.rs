@@ -4,6 +4,7 @@
 //! so a BERT-style model sees every token of a sequence in one micro-batch), sequence ids stay
 //! below `n_seq_max`, token ids are in the vocabulary, no sequence is empty.
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
@@ -11,6 +12,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
+use super::backend::Pools;
 use super::mode::{
     aligned_len_to, context_tokens, valid_align, EngineMode, LLAMA_MAX_SEQ, LLAMA_SEQ_IDS,
 };
@@ -155,6 +157,21 @@ impl<'m> EmbeddingContext<'m> {
     /// [`Error::Config`] for a batch that breaks the context's limits (checked before llama.cpp
     /// sees it); [`Error::Decode`] when llama.cpp fails.
     pub fn embed(&mut self, sequences: &[&[LlamaToken]]) -> Result<(Vec<Vec<f32>>, Duration)> {
+        self.embed_pooled(sequences, &[])
+    }
+
+    /// As [`EmbeddingContext::embed`], and a sequence with token ranges in `pools` gives one
+    /// vector per range, the mean of those rows (late chunking; the exact mode only, where the
+    /// rows are pooled here).
+    ///
+    /// # Errors
+    /// As [`EmbeddingContext::embed`]; ranges outside the exact mode or their sequence.
+    pub fn embed_pooled(
+        &mut self,
+        sequences: &[&[LlamaToken]],
+        pools: &[Pools<'_>],
+    ) -> Result<(Vec<Vec<f32>>, Duration)> {
+        check_pools(self.shape.mode, sequences, pools)?;
         let align = self.shape.align;
         let total: usize = sequences
             .iter()
@@ -196,7 +213,7 @@ impl<'m> EmbeddingContext<'m> {
             .decode(&mut self.batch)
             .map_err(|e| decode_err(e.to_string()))?;
         if self.shape.mode == EngineMode::Exact {
-            let out = self.pool_rows(sequences).map_err(decode_err)?;
+            let out = self.pool_rows(sequences, pools).map_err(decode_err)?;
             return Ok((out, start.elapsed()));
         }
         let mut out = Vec::with_capacity(sequences.len());
@@ -215,11 +232,26 @@ impl<'m> EmbeddingContext<'m> {
 
     /// Pools each sequence's token rows (exact mode; the batch holds them back to back, no
     /// padding): the mean summed in f64 in token order, or the first / last row.
-    fn pool_rows(&self, sequences: &[&[LlamaToken]]) -> std::result::Result<Vec<Vec<f32>>, String> {
+    fn pool_rows(
+        &self,
+        sequences: &[&[LlamaToken]],
+        pools: &[Pools<'_>],
+    ) -> std::result::Result<Vec<Vec<f32>>, String> {
         let dims = self.model.facts().dimensions;
         let mut out = Vec::with_capacity(sequences.len());
         let mut start = 0usize;
         for (seq_id, tokens) in sequences.iter().enumerate() {
+            if let Some(ranges) = pools.get(seq_id).copied().flatten() {
+                for r in ranges {
+                    let mut v = self.mean_of_rows(start + r.start..start + r.end, seq_id)?;
+                    if self.shape.normalize == Normalize::L2 {
+                        l2_normalize(&mut v);
+                    }
+                    out.push(v);
+                }
+                start += tokens.len();
+                continue;
+            }
             let row = |i: usize| {
                 let r = self.ctx.embeddings_ith(i as i32).map_err(|e| {
                     format!(
@@ -257,6 +289,27 @@ impl<'m> EmbeddingContext<'m> {
             start += tokens.len();
         }
         Ok(out)
+    }
+
+    /// The mean of the batch's token rows `rows` (summed in f64 in order).
+    fn mean_of_rows(
+        &self,
+        rows: Range<usize>,
+        seq_id: usize,
+    ) -> std::result::Result<Vec<f32>, String> {
+        let dims = self.model.facts().dimensions;
+        let n = rows.len() as f64;
+        let mut sum = vec![0f64; dims];
+        for i in rows {
+            let r = self
+                .ctx
+                .embeddings_ith(i as i32)
+                .map_err(|e| format!("no embedding for row {i} of sequence {seq_id}: {e}"))?;
+            for (s, x) in sum.iter_mut().zip(r) {
+                *s += f64::from(*x);
+            }
+        }
+        Ok(sum.iter().map(|s| (s / n) as f32).collect())
     }
 
     fn validate(&self, sequences: &[&[LlamaToken]], total: usize) -> Result<()> {
@@ -333,4 +386,23 @@ fn context_params(
         } else {
             llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
         })
+}
+
+/// Token ranges to pool are for the exact mode only, non-empty and inside their sequence.
+fn check_pools(mode: EngineMode, sequences: &[&[LlamaToken]], pools: &[Pools<'_>]) -> Result<()> {
+    for (i, p) in pools.iter().enumerate() {
+        let Some(ranges) = p else { continue };
+        if mode != EngineMode::Exact {
+            return Err(Error::Config(
+                "pooling token ranges (late chunking) needs the exact mode".into(),
+            ));
+        }
+        let len = sequences.get(i).map_or(0, |s| s.len());
+        if let Some(r) = ranges.iter().find(|r| r.is_empty() || r.end > len) {
+            return Err(Error::Config(format!(
+                "token range {r:?} is empty or outside sequence {i} of {len} tokens"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -4,12 +4,13 @@
 //! decode of its batch fail and `<panic>` makes it panic; each decode sleeps a little, longer
 //! for odd token sums, so batches finish out of order across engine threads.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::token::LlamaToken;
 
-use super::backend::{Backend, Context};
+use super::backend::{Backend, Context, Pools};
 use super::context::ContextShape;
 use crate::error::{Error, ItemError, ItemErrorKind, Result};
 use crate::model::{EmbedOptions, Normalize, Pooling, Tokenized};
@@ -53,14 +54,21 @@ impl FakeBackend {
 
     /// The vector the fake gives one token sequence (before normalisation).
     pub fn vector_of(&self, tokens: &[LlamaToken]) -> Vec<f32> {
+        self.vector_of_rows(tokens, 0..tokens.len())
+    }
+
+    /// The mean of the fake's token rows `rows` of a sequence (each row depends on its token
+    /// and its position in the whole sequence), as late chunking pools a chunk.
+    pub fn vector_of_rows(&self, tokens: &[LlamaToken], rows: Range<usize>) -> Vec<f32> {
+        let n = rows.len() as f32;
         (0..self.dimensions)
             .map(|d| {
-                tokens
-                    .iter()
-                    .enumerate()
-                    .map(|(pos, t)| ((t.0 as f32 + 0.37 * pos as f32) * (d as f32 + 1.0)).sin())
+                rows.clone()
+                    .map(|pos| {
+                        ((tokens[pos].0 as f32 + 0.37 * pos as f32) * (d as f32 + 1.0)).sin()
+                    })
                     .sum::<f32>()
-                    / tokens.len() as f32
+                    / n
             })
             .collect()
     }
@@ -125,6 +133,32 @@ impl Backend for FakeBackend {
         Tokenized::fit(tokens, max_tokens, 1, options.truncate)
     }
 
+    fn causal(&self) -> bool {
+        false
+    }
+
+    fn tokenize_pieces(
+        &self,
+        pieces: &[&str],
+        options: &EmbedOptions,
+    ) -> (Vec<LlamaToken>, Vec<Range<usize>>) {
+        let mut tokens = vec![LlamaToken(CLS)];
+        let words = |t: &str| -> Vec<LlamaToken> {
+            t.split_whitespace()
+                .map(|w| LlamaToken(Self::word_token(w)))
+                .collect()
+        };
+        tokens.extend(words(options.prefix.as_deref().unwrap_or("")));
+        let mut ranges = Vec::new();
+        for p in pieces {
+            let start = tokens.len();
+            tokens.extend(words(p));
+            ranges.push(start..tokens.len());
+        }
+        tokens.push(LlamaToken(SEP));
+        (tokens, ranges)
+    }
+
     fn added_tokens(&self, options: &EmbedOptions) -> usize {
         2 + options
             .prefix
@@ -152,6 +186,14 @@ struct FakeContext<'b> {
 
 impl Context for FakeContext<'_> {
     fn embed(&mut self, sequences: &[&[LlamaToken]]) -> Result<(Vec<Vec<f32>>, Duration)> {
+        self.embed_pooled(sequences, &[])
+    }
+
+    fn embed_pooled(
+        &mut self,
+        sequences: &[&[LlamaToken]],
+        pools: &[Pools<'_>],
+    ) -> Result<(Vec<Vec<f32>>, Duration)> {
         let start = Instant::now();
         let total: usize = sequences.iter().map(|s| s.len()).sum();
         if sequences.is_empty() || sequences.len() > self.shape.max_sequences {
@@ -181,16 +223,22 @@ impl Context for FakeContext<'_> {
         self.backend.decodes.fetch_add(1, Ordering::Relaxed);
         let odd = all.map(|t| t.0 as u64).sum::<u64>() % 2 == 1;
         std::thread::sleep(Duration::from_micros(if odd { 900 } else { 100 }));
-        let out = sequences
-            .iter()
-            .map(|s| {
-                let mut v = self.backend.vector_of(s);
+        let mut out = Vec::new();
+        for (i, s) in sequences.iter().enumerate() {
+            let whole = 0..s.len();
+            let ranges = pools
+                .get(i)
+                .copied()
+                .flatten()
+                .unwrap_or(std::slice::from_ref(&whole));
+            for r in ranges {
+                let mut v = self.backend.vector_of_rows(s, r.clone());
                 if self.shape.normalize == Normalize::L2 {
                     l2_normalize(&mut v);
                 }
-                v
-            })
-            .collect();
+                out.push(v);
+            }
+        }
         Ok((out, start.elapsed()))
     }
 }

@@ -13,7 +13,7 @@ mod fake;
 mod mode;
 mod pool;
 
-pub use backend::{Backend, Context};
+pub use backend::{Backend, Context, Pools};
 pub use context::{ContextShape, EmbeddingContext};
 pub use fake::FakeBackend;
 pub use mode::{

@@ -4,6 +4,7 @@
 //! queues the next batch while the current one runs keeps every thread busy (the channel holds
 //! two batches per thread), and a slow consumer stops the producer rather than growing memory.
 
+use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -32,6 +33,8 @@ type ReplyFn = Box<dyn FnOnce(Reply) + Send>;
 
 struct Request {
     sequences: Vec<Vec<LlamaToken>>,
+    /// Token ranges to pool per sequence (late chunking); empty: one vector per sequence.
+    pools: Vec<Option<Vec<Range<usize>>>>,
     cancel: Option<Arc<AtomicBool>>,
     reply: ReplyFn,
 }
@@ -120,8 +123,24 @@ impl Engine {
         cancel: Option<Arc<AtomicBool>>,
         reply: impl FnOnce(Reply) + Send + 'static,
     ) -> Result<()> {
+        self.submit_pooled(sequences, Vec::new(), cancel, reply)
+    }
+
+    /// As [`Engine::submit`], with token ranges to pool per sequence (see
+    /// [`super::Context::embed_pooled`]): the reply's vectors are flattened in order.
+    ///
+    /// # Errors
+    /// As [`Engine::submit`].
+    pub fn submit_pooled(
+        &self,
+        sequences: Vec<Vec<LlamaToken>>,
+        pools: Vec<Option<Vec<Range<usize>>>>,
+        cancel: Option<Arc<AtomicBool>>,
+        reply: impl FnOnce(Reply) + Send + 'static,
+    ) -> Result<()> {
         let request = Request {
             sequences,
+            pools,
             cancel,
             reply: Box::new(reply),
         };
@@ -170,7 +189,7 @@ fn serve(
             });
             continue;
         }
-        let (vectors, model_time) = decode(ctx.as_mut(), &request.sequences);
+        let (vectors, model_time) = decode(ctx.as_mut(), &request.sequences, &request.pools);
         (request.reply)(Reply {
             vectors,
             model_time,
@@ -183,9 +202,11 @@ fn serve(
 fn decode(
     ctx: &mut dyn Context,
     sequences: &[Vec<LlamaToken>],
+    pools: &[Option<Vec<Range<usize>>>],
 ) -> (Result<Vec<Vec<f32>>>, Duration) {
     let seqs: Vec<&[LlamaToken]> = sequences.iter().map(Vec::as_slice).collect();
-    match catch_unwind(AssertUnwindSafe(|| ctx.embed(&seqs))) {
+    let pools: Vec<Option<&[Range<usize>]>> = pools.iter().map(Option::as_deref).collect();
+    match catch_unwind(AssertUnwindSafe(|| ctx.embed_pooled(&seqs, &pools))) {
         Ok(Ok((v, dt))) => (Ok(v), dt),
         Ok(Err(e)) => (Err(e), Duration::ZERO),
         Err(_) => (

@@ -41,17 +41,32 @@ impl Dispatch {
         {
             return false;
         }
-        let (sequences, segments): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .map(|s| {
-                let n = s.tokens.len();
-                (s.tokens, (s.key, s.meta, n))
-            })
-            .unzip();
+        let late = batch.iter().any(|s| !s.late.is_empty());
+        let mut sequences = Vec::with_capacity(batch.len());
+        let mut pools = Vec::with_capacity(batch.len());
+        let mut outputs: Vec<Done> = Vec::with_capacity(batch.len());
+        for s in batch {
+            if s.late.is_empty() {
+                outputs.push((s.key, s.meta, s.tokens.len()));
+                pools.push(None);
+            } else {
+                // Late chunking: one vector per chunk, pooled from its rows of the window.
+                let mut ranges = Vec::with_capacity(s.late.len());
+                for (key, meta, rows) in s.late {
+                    outputs.push((key, meta, rows.len()));
+                    ranges.push(rows);
+                }
+                pools.push(Some(ranges));
+            }
+            sequences.push(s.tokens);
+        }
+        if !late {
+            pools.clear();
+        }
         let out = self.out.clone();
         self.engine
-            .submit(sequences, Some(self.cancel.clone()), move |reply| {
-                let _ = out.send(outcomes(segments, reply));
+            .submit_pooled(sequences, pools, Some(self.cancel.clone()), move |reply| {
+                let _ = out.send(outcomes(outputs, reply));
             })
             .is_ok()
     }

@@ -2,8 +2,9 @@
 //! (fewer workers, then a smaller token budget) until the contexts fit the memory limit.
 
 use super::config::BatchConfig;
-use crate::engine::{Backend, ContextShape};
+use crate::engine::{Backend, ContextShape, EngineMode};
 use crate::error::{Error, Result};
+use crate::model::Pooling;
 use crate::stats::MemoryProbe;
 
 /// What a run will use.
@@ -30,6 +31,9 @@ pub fn plan(
 ) -> Result<Plan> {
     let max_tokens = backend.max_tokens(&config.embed)?;
     let pooling = backend.pooling(&config.embed)?;
+    if config.chunking.is_some_and(|c| c.late) {
+        check_late(backend, config, pooling)?;
+    }
     if let Some(c) = config.chunking.filter(|c| c.max_tokens > max_tokens) {
         return Err(Error::Config(format!(
             "--chunk-tokens {} is more than the {max_tokens} tokens a text can have with this model and --max-tokens",
@@ -79,4 +83,25 @@ pub fn plan(
         max_tokens,
         memory_detail,
     })
+}
+
+/// Late chunking pools chunks from the token rows of one decode: the model must attend both
+/// ways (a causal model's early tokens never see the rest), pool by mean, and the engine must
+/// pool the rows itself (the exact mode).
+fn check_late(backend: &dyn Backend, config: &BatchConfig, pooling: Pooling) -> Result<()> {
+    let refuse = |why: &str| Err(Error::Config(format!("--late-chunking: {why}")));
+    if backend.causal() {
+        return refuse(
+            "this model's attention is causal; late chunking needs a bidirectional model",
+        );
+    }
+    if pooling != Pooling::Mean {
+        return refuse(&format!(
+            "it pools each chunk by the mean of its tokens, and this run pools by {pooling:?}"
+        ));
+    }
+    if config.mode != EngineMode::Exact {
+        return refuse("it needs the exact mode (not --fast or --token-align)");
+    }
+    Ok(())
 }

@@ -26,6 +26,9 @@ pub(crate) struct Segment {
     /// Tokens it takes in a batch, alignment padding included.
     aligned: usize,
     pub meta: ItemMeta,
+    /// Late chunking: the window's chunks, each with its token rows in `tokens`; then the
+    /// segment gives one vector per chunk (and `key`/`meta` are its first chunk's).
+    pub late: Vec<(SegmentKey, ItemMeta, Range<usize>)>,
 }
 
 /// What the outcome of a segment carries from its item.
@@ -100,6 +103,7 @@ impl Tokenizer {
                 position: item.position,
                 chunk: None,
             },
+            late: Vec::new(),
         }])
     }
 
@@ -174,9 +178,84 @@ impl Tokenizer {
                     position: base.position,
                     chunk: Some(chunk),
                 },
+                late: Vec::new(),
             });
         }
+        if config.late {
+            return Ok(self.late_windows(text, out));
+        }
         Ok(out)
+    }
+
+    /// Late chunking: the chunks regrouped into windows of consecutive chunks that fit the
+    /// model's context as one sequence. Each window is cut at every chunk start and end; the
+    /// pieces are tokenised alone and joined between the special tokens, so each chunk's token
+    /// rows are known exactly, and the chunk's vector is pooled from them (every chunk sees its
+    /// whole window).
+    fn late_windows(&self, text: &str, chunks: Vec<Segment>) -> Vec<Segment> {
+        let mut out = Vec::new();
+        let mut chunks = chunks.into_iter().peekable();
+        let mut window: Vec<Segment> = Vec::new();
+        while let Some(c) = chunks.next() {
+            window.push(c);
+            let fits_more = chunks.peek().is_some_and(|next| {
+                let mut trial: Vec<&Segment> = window.iter().collect();
+                trial.push(next);
+                self.window_tokens(text, &trial).0.len() <= self.max_tokens
+            });
+            if !fits_more {
+                out.push(self.window_segment(text, std::mem::take(&mut window)));
+            }
+        }
+        out
+    }
+
+    /// The tokens of a window of chunks and each chunk's token rows in them.
+    fn window_tokens(
+        &self,
+        text: &str,
+        chunks: &[&Segment],
+    ) -> (Vec<LlamaToken>, Vec<Range<usize>>) {
+        let span = |s: &Segment| s.meta.chunk.as_ref().map(|c| (c.byte_start, c.byte_end));
+        let mut cuts: Vec<usize> = chunks
+            .iter()
+            .filter_map(|s| span(s))
+            .flat_map(|(a, b)| [a, b])
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let pieces: Vec<&str> = cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect();
+        let (tokens, piece_rows) = self.backend.tokenize_pieces(&pieces, &self.embed);
+        let rows = chunks
+            .iter()
+            .filter_map(|s| span(s))
+            .map(|(a, b)| {
+                let first = cuts.partition_point(|&c| c < a);
+                let last = cuts.partition_point(|&c| c < b) - 1;
+                piece_rows[first].start..piece_rows[last].end
+            })
+            .collect();
+        (tokens, rows)
+    }
+
+    fn window_segment(&self, text: &str, chunks: Vec<Segment>) -> Segment {
+        let refs: Vec<&Segment> = chunks.iter().collect();
+        let (tokens, rows) = self.window_tokens(text, &refs);
+        let mut chunks = chunks.into_iter();
+        let first = chunks.next().expect("a window has a chunk");
+        let mut late = vec![(first.key, clone_meta(&first.meta), rows[0].clone())];
+        late.extend(
+            chunks
+                .zip(rows.into_iter().skip(1))
+                .map(|(c, r)| (c.key, c.meta, r)),
+        );
+        Segment {
+            key: first.key,
+            aligned: aligned_len_to(tokens.len(), self.align),
+            tokens,
+            meta: first.meta,
+            late,
+        }
     }
 
     /// The stage's thread: tokenise and pack until the input ends or the run stops.
@@ -229,4 +308,16 @@ fn char_offsets(text: &str, spans: &[Range<usize>]) -> Vec<(usize, usize)> {
         }
     }
     spans.iter().map(|r| (at[&r.start], at[&r.end])).collect()
+}
+
+fn clone_meta(m: &ItemMeta) -> ItemMeta {
+    ItemMeta {
+        id: m.id.clone(),
+        truncated: m.truncated,
+        n_chars: m.n_chars,
+        extra: m.extra.clone(),
+        text: m.text.clone(),
+        position: m.position,
+        chunk: m.chunk.clone(),
+    }
 }
