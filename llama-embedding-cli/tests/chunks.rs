@@ -126,6 +126,17 @@ fn a_killed_chunked_run_resumes_to_byte_identical_output() {
         (st.status.as_str(), st.done),
         ("completed", docs.len() as u64)
     );
+    // items.db: one row per document, with its chunk count.
+    let db = llama_embedding::items::rows(&dir.join("run"), st.done, &[]).unwrap();
+    assert_eq!(db.len(), docs.len());
+    for r in &db {
+        assert_eq!(
+            r.n_chunks.map(u64::from),
+            by_item.get(&r.id).copied(),
+            "{}",
+            r.id
+        );
+    }
     // The summary counts documents and chunks.
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("ref/metadata.json")).unwrap()).unwrap();
@@ -552,30 +563,21 @@ fn a_parquet_input_gives_the_rows_of_the_same_records_as_jsonl() {
     assert!(stderr(&o).contains("no column \"body\""), "{}", stderr(&o));
 }
 
+/// A store under test: its spec, how to count its rows, its environment.
+struct TestStore {
+    spec: String,
+    count: Box<dyn Fn() -> u64>,
+    env: Vec<(String, String)>,
+}
+
 #[test]
-fn a_store_drops_the_extra_chunk_rows_of_an_item_that_shrank() {
+fn both_stores_drop_the_extra_chunk_rows_of_an_item_that_shrank() {
     let Some(model) = minilm("chunked store rewrite") else {
         return;
     };
     let dir = temp("chunks-shrink");
     let (input, docs) = documents(&dir, 4);
-    let db = format!("sqlite:{}", dir.join("s.db").display());
-    let embed = |input: &Path, run: &str| {
-        let o = run_cmd(
-            bin()
-                .args(["embed", "-q", "-m"])
-                .arg(&model)
-                .arg(input)
-                .args(CHUNKING)
-                .args(["--store", &db, "--run-dir"])
-                .arg(dir.join(run)),
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-    };
-    embed(&input, "first");
-    let count = || llama_embedding::store::SqliteStore::count(&dir.join("s.db")).unwrap();
-    let before = count();
-    // The first document is cut to its first paragraph and embedded again into the store.
+    // The first document cut to its first paragraph: fewer chunks than before.
     let short = dir.join("short.jsonl");
     let mut lines: Vec<String> = std::fs::read_to_string(&input)
         .unwrap()
@@ -585,17 +587,56 @@ fn a_store_drops_the_extra_chunk_rows_of_an_item_that_shrank() {
     let first_para = docs[0].1.split("\n\n").next().unwrap();
     lines[0] = serde_json::json!({"id": docs[0].0, "text": first_para}).to_string();
     std::fs::write(&short, lines.join("\n") + "\n").unwrap();
-    embed(&short, "second");
     let out = dir.join("check.jsonl");
     let o = run_cmd(embed_args(&model, &short, &out, &dir.join("check")).args(CHUNKING));
     assert!(o.status.success(), "{}", stderr(&o));
-    let rows = jsonl(&out);
-    assert_eq!(
-        count(),
-        rows.len() as u64,
-        "no stale chunk rows (was {before})"
-    );
-    assert!(count() < before);
+    let want = jsonl(&out).len() as u64;
+
+    let pg = llama_embedding::fixtures::TempPostgres::start("chunked store rewrite");
+    let sha = llama_embedding::EmbeddingModel::load(&model, &Default::default(), true)
+        .unwrap()
+        .sha256()
+        .unwrap();
+    let mut stores: Vec<TestStore> = Vec::new();
+    let db = dir.join("s.db");
+    stores.push(TestStore {
+        spec: format!("sqlite:{}", db.display()),
+        count: Box::new(move || llama_embedding::store::SqliteStore::count(&db).unwrap()),
+        env: Vec::new(),
+    });
+    if let Some(pg) = &pg {
+        let (url, pw) = (pg.url(), pg.password.clone());
+        std::env::set_var("PGPASSWORD", &pw);
+        let sha = sha.clone();
+        let u = url.clone();
+        stores.push(TestStore {
+            spec: format!("{url}?table=chunks"),
+            count: Box::new(move || {
+                llama_embedding::store::PgStore::count(&u, "chunks", &sha).unwrap()
+            }),
+            env: vec![("PGPASSWORD".into(), pw)],
+        });
+    }
+    for (k, TestStore { spec, count, env }) in stores.iter().enumerate() {
+        let embed = |input: &Path, run: &str| {
+            let o = run_cmd(
+                bin()
+                    .args(["embed", "-q", "-m"])
+                    .arg(&model)
+                    .arg(input)
+                    .args(CHUNKING)
+                    .args(["--store", spec, "--run-dir"])
+                    .arg(dir.join(format!("{run}-{k}")))
+                    .envs(env.iter().map(|(a, b)| (a.as_str(), b.as_str()))),
+            );
+            assert!(o.status.success(), "{spec}: {}", stderr(&o));
+        };
+        embed(&input, "first");
+        let before = count();
+        embed(&short, "second");
+        assert_eq!(count(), want, "{spec}: no stale chunk rows (was {before})");
+        assert!(want < before);
+    }
 }
 
 #[test]

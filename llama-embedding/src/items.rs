@@ -60,6 +60,9 @@ pub struct ItemRow {
     pub error_type: Option<String>,
     pub attempts: u32,
     pub updated_at: String,
+    /// Chunks the item was embedded as, in a chunked run (`--chunk-tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_chunks: Option<u32>,
 }
 
 impl ItemRow {
@@ -81,6 +84,10 @@ impl ItemRow {
             error_type,
             attempts: 1,
             updated_at: String::new(),
+            n_chunks: outcome
+                .embedded()
+                .and_then(|r| r.chunk.as_ref())
+                .map(|c| c.n_chunks),
         }
     }
 }
@@ -124,11 +131,17 @@ impl ItemsDb {
                  error TEXT,
                  error_type TEXT,
                  attempts INTEGER NOT NULL DEFAULT 0,
-                 updated_at TEXT NOT NULL
+                 updated_at TEXT NOT NULL,
+                 n_chunks INTEGER
              );
              CREATE INDEX IF NOT EXISTS items_by_id ON items(id);",
         )
         .map_err(sql(&path))?;
+        // Databases made before chunking have no n_chunks column: add it.
+        if !has_n_chunks(&conn) {
+            conn.execute_batch("ALTER TABLE items ADD COLUMN n_chunks INTEGER")
+                .map_err(sql(&path))?;
+        }
         Ok(ItemsDb { conn, path })
     }
 
@@ -147,12 +160,13 @@ impl ItemsDb {
         {
             let mut st = tx
                 .prepare_cached(
-                    "INSERT INTO items (seq, id, state, error, error_type, attempts, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                    "INSERT INTO items (seq, id, state, error, error_type, attempts, updated_at,
+                         n_chunks)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT(seq) DO UPDATE SET id = excluded.id, state = excluded.state,
                          error = excluded.error, error_type = excluded.error_type,
                          attempts = items.attempts + excluded.attempts,
-                         updated_at = excluded.updated_at",
+                         updated_at = excluded.updated_at, n_chunks = excluded.n_chunks",
                 )
                 .map_err(sql(&path))?;
             for r in rows {
@@ -167,7 +181,8 @@ impl ItemsDb {
                         &now
                     } else {
                         &r.updated_at
-                    }
+                    },
+                    r.n_chunks
                 ])
                 .map_err(sql(&path))?;
             }
@@ -239,7 +254,21 @@ fn open_read(dir: &Path) -> Result<Option<Connection>> {
     Ok(Some(conn))
 }
 
-/// An [`ItemRow`] from `SELECT seq, id, state, error, error_type, attempts, updated_at`.
+/// Whether the table has the `n_chunks` column (databases made before chunking lack it).
+fn has_n_chunks(conn: &Connection) -> bool {
+    conn.prepare("SELECT n_chunks FROM items LIMIT 0").is_ok()
+}
+
+/// The columns [`row_of`] reads, `n_chunks` as NULL where the table lacks it.
+fn row_columns(conn: &Connection) -> &'static str {
+    if has_n_chunks(conn) {
+        "seq, id, state, error, error_type, attempts, updated_at, n_chunks"
+    } else {
+        "seq, id, state, error, error_type, attempts, updated_at, NULL"
+    }
+}
+
+/// An [`ItemRow`] from `SELECT` [`row_columns`].
 fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<ItemRow> {
     Ok(ItemRow {
         seq: r.get::<_, i64>(0)? as u64,
@@ -249,6 +278,7 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<ItemRow> {
         error_type: r.get(4)?,
         attempts: r.get::<_, i64>(5)? as u32,
         updated_at: r.get(6)?,
+        n_chunks: r.get::<_, Option<i64>>(7)?.map(|n| n as u32),
     })
 }
 
@@ -291,12 +321,11 @@ pub fn rows(dir: &Path, items_done: u64, states: &[ItemState]) -> Result<Vec<Ite
         return Ok(Vec::new());
     };
     let path = dir.join(ITEMS_DB);
-    let mut st = conn
-        .prepare(
-            "SELECT seq, id, state, error, error_type, attempts, updated_at FROM items
-             WHERE seq < ?1 ORDER BY seq",
-        )
-        .map_err(sql(&path))?;
+    let query = format!(
+        "SELECT {} FROM items WHERE seq < ?1 ORDER BY seq",
+        row_columns(&conn)
+    );
+    let mut st = conn.prepare(&query).map_err(sql(&path))?;
     let it = st
         .query_map(params![items_done as i64], row_of)
         .map_err(sql(&path))?;
@@ -319,14 +348,13 @@ pub fn find(dir: &Path, id: &str) -> Result<Option<ItemRow>> {
         return Ok(None);
     };
     let path = dir.join(ITEMS_DB);
-    conn.query_row(
-        "SELECT seq, id, state, error, error_type, attempts, updated_at FROM items
-         WHERE id = ?1 ORDER BY seq LIMIT 1",
-        params![id],
-        row_of,
-    )
-    .optional()
-    .map_err(sql(&path))
+    let query = format!(
+        "SELECT {} FROM items WHERE id = ?1 ORDER BY seq LIMIT 1",
+        row_columns(&conn)
+    );
+    conn.query_row(&query, params![id], row_of)
+        .optional()
+        .map_err(sql(&path))
 }
 
 #[cfg(test)]
@@ -342,6 +370,7 @@ mod tests {
             error_type: None,
             attempts: 1,
             updated_at: String::new(),
+            n_chunks: None,
         }
     }
 

@@ -748,6 +748,12 @@ fn collate(
             errs.extend_from_slice(l.as_bytes());
             errs.push(b'\n');
         }
+        let n_chunks = if wanted.contains(&id) {
+            sub_db.get(&id)
+        } else {
+            base_db.get(&id)
+        }
+        .and_then(|r| r.n_chunks);
         db_rows.push(ItemRow {
             seq,
             id,
@@ -756,6 +762,7 @@ fn collate(
             error_type,
             attempts,
             updated_at: String::new(),
+            n_chunks,
         });
         if db_rows.len() >= 10_000 {
             ItemsDb::open(dir)?.record(&std::mem::take(&mut db_rows))?;

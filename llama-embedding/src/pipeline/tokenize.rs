@@ -52,6 +52,9 @@ impl Packable for Segment {
     }
 }
 
+/// Tokens of the spans the chunker measured, by byte range.
+type Measured = HashMap<(usize, usize), Vec<LlamaToken>>;
+
 /// How items are tokenised and packed.
 pub(crate) struct Tokenizer {
     pub backend: Arc<dyn Backend>,
@@ -121,23 +124,7 @@ impl Tokenizer {
             let e = e.unwrap_or_else(|| ItemError::new(ItemErrorKind::Empty, "the text is empty"));
             return Err(e);
         }
-        let mut measured: HashMap<(usize, usize), Vec<LlamaToken>> = HashMap::new();
-        let added = self.backend.added_tokens(&self.embed);
-        let spans = chunk::split(text, config, added, &mut |r: Range<usize>| match self
-            .backend
-            .tokenize(&text[r.clone()], &self.embed, usize::MAX)
-        {
-            Ok(tk) => {
-                let n = tk.tokens.len();
-                measured.insert((r.start, r.end), tk.tokens);
-                n
-            }
-            Err(_) => usize::MAX,
-        });
-        let spans = match spans {
-            Ok(s) => s,
-            Err(e) => return Err(ItemError::new(ItemErrorKind::TooLong, e.to_string())),
-        };
+        let (spans, mut measured) = self.split(text, config)?;
         let chars = char_offsets(text, &spans);
         let n = spans.len() as u32;
         let mut out = Vec::with_capacity(spans.len());
@@ -185,6 +172,31 @@ impl Tokenizer {
             return Ok(self.late_windows(text, out));
         }
         Ok(out)
+    }
+
+    /// The chunk spans of `text`, and the tokens of every span measured on the way (the
+    /// kept spans among them: no chunk is tokenised twice).
+    fn split(
+        &self,
+        text: &str,
+        config: &ChunkConfig,
+    ) -> Result<(Vec<Range<usize>>, Measured), ItemError> {
+        let mut measured = Measured::new();
+        let added = self.backend.added_tokens(&self.embed);
+        let mut measure = |r: Range<usize>| {
+            let Ok(tk) = self
+                .backend
+                .tokenize(&text[r.clone()], &self.embed, usize::MAX)
+            else {
+                return usize::MAX;
+            };
+            let n = tk.tokens.len();
+            measured.insert((r.start, r.end), tk.tokens);
+            n
+        };
+        let spans = chunk::split(text, config, added, &mut measure)
+            .map_err(|e| ItemError::new(ItemErrorKind::TooLong, e.to_string()))?;
+        Ok((spans, measured))
     }
 
     /// Late chunking: the chunks regrouped into windows of consecutive chunks that fit the
