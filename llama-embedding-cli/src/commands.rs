@@ -15,7 +15,9 @@ use crate::args::{EmbedArgs, ModelArgs, ModelCommand, SearchArgs};
 use llama_embedding::store::{self, StoreSpec};
 use llama_embedding::versions::{self, VersionInfo};
 
-use crate::common::{check_budget, embed_options, engine_mode, load_model, stop_on_signals, usage};
+use crate::common::{
+    check_budget, embed_options, engine_mode, load_model, stop_on_signals, usage, Usage,
+};
 use crate::exit::{EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, EXIT_STOPPED_BY_ERRORS};
 
 pub fn embed(a: EmbedArgs) -> Result<u8> {
@@ -162,65 +164,7 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
             .map(|m| m.model_path.to_string_lossy().into_owned())
     });
     let (model, source) = load_model(model_spec.as_deref(), &a.model, true)?;
-    let mut embed = embed_options(&a.model)?;
-    let mut config = BatchConfig::default();
-    if let (Some(m), Some(from)) = (&stored, a.resume.as_ref().or(a.retry_failed.as_ref())) {
-        let v = &m.vectors;
-        if embed != EmbedOptions::default().with_truncate(!a.model.no_truncate) && embed != v.embed
-        {
-            bail!(
-                "cannot continue {}: vector settings differ from the run's ({:?} vs {:?})",
-                from.display(),
-                embed,
-                v.embed
-            );
-        }
-        embed = v.embed.clone();
-        config = v.apply_to(config);
-    } else {
-        if let Some(b) = a.batch_size {
-            config = config.with_batch_size(b);
-        }
-        if let Some(t) = a.token_budget {
-            config = config.with_token_budget(t);
-        }
-        if let Some(w) = a.window {
-            config = config.with_window(w);
-        }
-        config = config.with_sort_by_length(!a.no_sort);
-        config = config.with_mode(engine_mode(a.fast, a.token_align));
-        if let Some(n) = a.chunk_tokens {
-            match ChunkConfig::new(n, a.chunk_overlap, a.chunk_by) {
-                Ok(c) => {
-                    let c = c
-                        .with_doc_vector(a.doc_vector.is_some())
-                        .with_late(a.late_chunking);
-                    config = config.with_chunking(Some(c));
-                }
-                Err(e) => return usage(e),
-            }
-        }
-        if let Some(n) = a.token_align {
-            config = config.with_token_align(n);
-        }
-        check_budget(&config, a.token_budget)?;
-    }
-    config = config.with_embed(embed).with_progress(!a.quiet);
-    if let Some(w) = a.workers {
-        config = config.with_workers(w);
-    }
-    if let Some(t) = a.threads {
-        config = config.with_threads_per_worker(t);
-    }
-    if a.stop_on_error {
-        config = config.with_error_strategy(ErrorStrategy::StopOnFirst);
-    } else if let Some(n) = a.max_errors {
-        config = config.with_error_threshold(n);
-    }
-    if let Some(mb) = a.memory_limit_mb {
-        config = config.with_memory_limit_mb(mb);
-    }
-    config.validate()?;
+    let config = batch_config(&a, stored.as_ref())?;
 
     let mut version = None;
     if let Some(name) = &a.run_name {
@@ -238,39 +182,13 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         });
         retry_dir = Some(dir);
     }
-    let run_dir = a
-        .resume
-        .clone()
-        .or(retry_dir)
-        .or(a.run_dir.clone())
-        .unwrap_or_else(|| {
-            let d = llama_embedding::rundir::default_run_dir(&input);
-            match shard {
-                Some(s) => {
-                    let mut name = d.file_name().unwrap_or_default().to_os_string();
-                    name.push(format!("-shard-{}-of-{}", s.index, s.count));
-                    d.with_file_name(name)
-                }
-                None => d,
-            }
-        });
+    let run_dir = run_dir_for(&a, &input, shard, retry_dir);
     if let (Some(s), Some(src)) = (shard, &shard_source) {
         if !a.quiet {
             eprintln!("llama-embed: shard {s} ({src}) into {}", run_dir.display());
         }
     }
-    let total = match input_format {
-        InputFormat::Text | InputFormat::Jsonl if input != "-" && selection.is_all() => {
-            count_lines(Path::new(&input))
-        }
-        InputFormat::Parquet if selection.is_all() => {
-            llama_embedding::parquet_input::count_rows(Path::new(&input))
-        }
-        InputFormat::Files if selection.is_all() => {
-            Some(llama_embedding::files::list(Path::new(&input), &input_spec.globs)?.len() as u64)
-        }
-        _ => None,
-    };
+    let total = input_total(&input, &input_spec, &selection)?;
     let already = if resume {
         llama_embedding::rundir::load_checkpoint(&run_dir)?
             .0
@@ -279,34 +197,7 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         0
     };
     let stop = stop_on_signals()?;
-    let store = match &a.store {
-        Some(s) => Some(match StoreSpec::parse(s, Some(&run_dir))? {
-            StoreSpec::Sqlite { path } => StoreSpec::Sqlite {
-                path: std::path::absolute(&path)?,
-            },
-            pg => pg,
-        }),
-        None => None,
-    };
-    if let (Some(m), Some(s)) = (&stored, &store) {
-        // Resume and retry use the run's own store.
-        if m.store.as_ref() != Some(s) {
-            return usage(format!(
-                "{} writes to {}; --store {} cannot change that",
-                run_dir.display(),
-                m.store
-                    .as_ref()
-                    .map_or_else(|| "no store".to_string(), StoreSpec::display),
-                s.display()
-            ));
-        }
-    }
-    let retry_store = stored.as_ref().and_then(|m| m.store.clone());
-    let store = if a.retry_failed.is_some() {
-        retry_store
-    } else {
-        store
-    };
+    let store = store_for(&a, stored.as_ref(), &run_dir)?;
     let file_output = match &stored {
         Some(m) if a.retry_failed.is_some() => m.file_output,
         _ => a.output.is_some() || store.is_none(),
@@ -362,46 +253,13 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         "message": report.message,
     });
     if !a.quiet {
-        eprintln!("{}", "=".repeat(72));
-        eprintln!(
-            "llama-embed {}",
-            summary["status"]
-                .as_str()
-                .unwrap_or_default()
-                .to_uppercase()
+        print_report(
+            &report,
+            &model,
+            shard.zip(shard_source.as_deref()),
+            version.as_ref(),
+            &summary,
         );
-        eprintln!("{}", "=".repeat(72));
-        eprintln!("resumed over: {} items already done", report.resumed_over);
-        if let (Some(s), Some(src)) = (shard, &shard_source) {
-            eprintln!("shard:      {s} ({src})");
-        }
-        if let Some(v) = &version {
-            eprintln!("version:    {} {} ({})", v.name, v.version, v.label);
-        }
-        eprintln!("{}", s.summary());
-        eprintln!("model:      {}", model.path().display());
-        if let Some(k) = llama_embedding::kernels::loaded() {
-            eprintln!("kernels:    {}", k.describe());
-            for r in &k.refused {
-                eprintln!("            refused {}: {}", r.variant, r.reason);
-            }
-        }
-        eprintln!("run dir:    {}", report.run_dir.display());
-        if let Some(o) = &report.output {
-            eprintln!("output:     {}", o.display());
-        }
-        if let Some(s) = &report.store {
-            eprintln!("store:      {s}");
-        }
-        eprintln!(
-            "errors:     {} ({} failed)",
-            report.errors.display(),
-            s.texts_failed
-        );
-        if let Some(m) = &report.message {
-            eprintln!("stopped:    {m}");
-        }
-        eprintln!("{}", "=".repeat(72));
     }
     if let Some(p) = &a.summary_json {
         std::fs::write(p, serde_json::to_vec_pretty(&summary)?)
@@ -413,6 +271,201 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         JobEnd::Completed if s.texts_failed > 0 => EXIT_ITEMS_FAILED,
         JobEnd::Completed => EXIT_OK,
     })
+}
+
+/// The batch configuration: on resume or retry the run's own (flags that would change its
+/// vectors are refused), else from the flags.
+fn batch_config(a: &EmbedArgs, stored: Option<&job::Metadata>) -> Result<BatchConfig> {
+    let mut embed = embed_options(&a.model)?;
+    let mut config = BatchConfig::default();
+    if let (Some(m), Some(from)) = (stored, a.resume.as_ref().or(a.retry_failed.as_ref())) {
+        let v = &m.vectors;
+        if embed != EmbedOptions::default().with_truncate(!a.model.no_truncate) && embed != v.embed
+        {
+            bail!(
+                "cannot continue {}: vector settings differ from the run's ({:?} vs {:?})",
+                from.display(),
+                embed,
+                v.embed
+            );
+        }
+        embed = v.embed.clone();
+        config = v.apply_to(config);
+    } else {
+        if let Some(b) = a.batch_size {
+            config = config.with_batch_size(b);
+        }
+        if let Some(t) = a.token_budget {
+            config = config.with_token_budget(t);
+        }
+        if let Some(w) = a.window {
+            config = config.with_window(w);
+        }
+        config = config.with_sort_by_length(!a.no_sort);
+        config = config.with_mode(engine_mode(a.fast, a.token_align));
+        if let Some(n) = a.chunk_tokens {
+            match ChunkConfig::new(n, a.chunk_overlap, a.chunk_by) {
+                Ok(c) => {
+                    let c = c
+                        .with_doc_vector(a.doc_vector.is_some())
+                        .with_late(a.late_chunking);
+                    config = config.with_chunking(Some(c));
+                }
+                Err(e) => return Err(Usage(e).into()),
+            }
+        }
+        if let Some(n) = a.token_align {
+            config = config.with_token_align(n);
+        }
+        check_budget(&config, a.token_budget)?;
+    }
+    config = config.with_embed(embed).with_progress(!a.quiet);
+    if let Some(w) = a.workers {
+        config = config.with_workers(w);
+    }
+    if let Some(t) = a.threads {
+        config = config.with_threads_per_worker(t);
+    }
+    if a.stop_on_error {
+        config = config.with_error_strategy(ErrorStrategy::StopOnFirst);
+    } else if let Some(n) = a.max_errors {
+        config = config.with_error_threshold(n);
+    }
+    if let Some(mb) = a.memory_limit_mb {
+        config = config.with_memory_limit_mb(mb);
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// The run's store: `--store`, which a resume or retry may not change (a retry writes to
+/// the run's own).
+fn store_for(
+    a: &EmbedArgs,
+    stored: Option<&job::Metadata>,
+    run_dir: &Path,
+) -> Result<Option<StoreSpec>> {
+    let store = match &a.store {
+        Some(s) => Some(match StoreSpec::parse(s, Some(run_dir))? {
+            StoreSpec::Sqlite { path } => StoreSpec::Sqlite {
+                path: std::path::absolute(&path)?,
+            },
+            pg => pg,
+        }),
+        None => None,
+    };
+    if let (Some(m), Some(s)) = (stored, &store) {
+        // Resume and retry use the run's own store.
+        if m.store.as_ref() != Some(s) {
+            return Err(Usage(format!(
+                "{} writes to {}; --store {} cannot change that",
+                run_dir.display(),
+                m.store
+                    .as_ref()
+                    .map_or_else(|| "no store".to_string(), StoreSpec::display),
+                s.display()
+            ))
+            .into());
+        }
+    }
+    let retry_store = stored.and_then(|m| m.store.clone());
+    Ok(if a.retry_failed.is_some() {
+        retry_store
+    } else {
+        store
+    })
+}
+
+/// The run directory: the resumed one, a retry's or version's, `--run-dir`, or a new default
+/// (named for the shard).
+fn run_dir_for(
+    a: &EmbedArgs,
+    input: &str,
+    shard: Option<Shard>,
+    retry_dir: Option<std::path::PathBuf>,
+) -> std::path::PathBuf {
+    a.resume
+        .clone()
+        .or(retry_dir)
+        .or(a.run_dir.clone())
+        .unwrap_or_else(|| {
+            let d = llama_embedding::rundir::default_run_dir(input);
+            match shard {
+                Some(s) => {
+                    let mut name = d.file_name().unwrap_or_default().to_os_string();
+                    name.push(format!("-shard-{}-of-{}", s.index, s.count));
+                    d.with_file_name(name)
+                }
+                None => d,
+            }
+        })
+}
+
+/// Items in the input when they can be counted up front (for progress and ETA).
+fn input_total(input: &str, spec: &InputSpec, selection: &Selection) -> Result<Option<u64>> {
+    Ok(match spec.format {
+        InputFormat::Text | InputFormat::Jsonl if input != "-" && selection.is_all() => {
+            count_lines(Path::new(input))
+        }
+        InputFormat::Parquet if selection.is_all() => {
+            llama_embedding::parquet_input::count_rows(Path::new(input))
+        }
+        InputFormat::Files if selection.is_all() => {
+            Some(llama_embedding::files::list(Path::new(input), &spec.globs)?.len() as u64)
+        }
+        _ => None,
+    })
+}
+
+/// The run's report on stderr.
+fn print_report(
+    report: &job::JobReport,
+    model: &EmbeddingModel,
+    shard: Option<(Shard, &str)>,
+    version: Option<&VersionInfo>,
+    summary: &serde_json::Value,
+) {
+    let s = &report.stats;
+    eprintln!("{}", "=".repeat(72));
+    eprintln!(
+        "llama-embed {}",
+        summary["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_uppercase()
+    );
+    eprintln!("{}", "=".repeat(72));
+    eprintln!("resumed over: {} items already done", report.resumed_over);
+    if let Some((s, src)) = shard {
+        eprintln!("shard:      {s} ({src})");
+    }
+    if let Some(v) = version {
+        eprintln!("version:    {} {} ({})", v.name, v.version, v.label);
+    }
+    eprintln!("{}", s.summary());
+    eprintln!("model:      {}", model.path().display());
+    if let Some(k) = llama_embedding::kernels::loaded() {
+        eprintln!("kernels:    {}", k.describe());
+        for r in &k.refused {
+            eprintln!("            refused {}: {}", r.variant, r.reason);
+        }
+    }
+    eprintln!("run dir:    {}", report.run_dir.display());
+    if let Some(o) = &report.output {
+        eprintln!("output:     {}", o.display());
+    }
+    if let Some(s) = &report.store {
+        eprintln!("store:      {s}");
+    }
+    eprintln!(
+        "errors:     {} ({} failed)",
+        report.errors.display(),
+        s.texts_failed
+    );
+    if let Some(m) = &report.message {
+        eprintln!("stopped:    {m}");
+    }
+    eprintln!("{}", "=".repeat(72));
 }
 
 pub fn status(dir: &Path, json: bool) -> Result<u8> {

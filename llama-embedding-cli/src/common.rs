@@ -34,6 +34,18 @@ pub fn check_budget(config: &BatchConfig, asked: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// A usage error raised deep in a command: `main` prints it as `usage` does and exits 2.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
 pub fn usage(msg: impl std::fmt::Display) -> Result<u8> {
     eprintln!("llama-embed: {msg}");
     Ok(EXIT_USAGE)

@@ -28,10 +28,16 @@ fn main() -> ExitCode {
     let cli = args::Cli::parse();
     match dispatch::run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("llama-embed: error: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(e) => match e.downcast_ref::<common::Usage>() {
+            Some(u) => {
+                eprintln!("llama-embed: {u}");
+                ExitCode::from(exit::EXIT_USAGE)
+            }
+            None => {
+                eprintln!("llama-embed: error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 
