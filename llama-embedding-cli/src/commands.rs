@@ -182,7 +182,7 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         });
         retry_dir = Some(dir);
     }
-    let run_dir = run_dir_for(&a, &input, shard, retry_dir);
+    let run_dir = run_dir_for(&a, &input, shard, retry_dir)?;
     if let (Some(s), Some(src)) = (shard, &shard_source) {
         if !a.quiet {
             eprintln!("llama-embed: shard {s} ({src}) into {}", run_dir.display());
@@ -383,22 +383,21 @@ fn run_dir_for(
     input: &str,
     shard: Option<Shard>,
     retry_dir: Option<std::path::PathBuf>,
-) -> std::path::PathBuf {
-    a.resume
-        .clone()
-        .or(retry_dir)
-        .or(a.run_dir.clone())
-        .unwrap_or_else(|| {
-            let d = llama_embedding::rundir::default_run_dir(input);
-            match shard {
-                Some(s) => {
-                    let mut name = d.file_name().unwrap_or_default().to_os_string();
-                    name.push(format!("-shard-{}-of-{}", s.index, s.count));
-                    d.with_file_name(name)
-                }
-                None => d,
-            }
-        })
+) -> Result<std::path::PathBuf> {
+    if let Some(d) = a.resume.clone().or(retry_dir).or(a.run_dir.clone()) {
+        return Ok(d);
+    }
+    let d = llama_embedding::rundir::default_run_dir(input);
+    let d = match shard {
+        Some(s) => {
+            let mut name = d.file_name().unwrap_or_default().to_os_string();
+            name.push(format!("-shard-{}-of-{}", s.index, s.count));
+            d.with_file_name(name)
+        }
+        None => d,
+    };
+    // Claimed now, so a run started in the same second gets its own (`-2`).
+    llama_embedding::rundir::claim_dir(&d).with_context(|| format!("creating {}", d.display()))
 }
 
 /// Items in the input when they can be counted up front (for progress and ETA).

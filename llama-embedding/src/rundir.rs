@@ -320,6 +320,33 @@ pub fn default_run_dir(input: &str) -> PathBuf {
     PathBuf::from("runs").join(format!("{safe}-{ts}"))
 }
 
+/// Makes a new, empty run directory named `base`, or `base-2`, `base-3`, … when that exists:
+/// `mkdir` is atomic, so two runs started in the same second (whose default names are the
+/// same) never share one.
+///
+/// # Errors
+/// The parent cannot be made, or a directory cannot be created for another reason.
+pub fn claim_dir(base: &Path) -> std::io::Result<PathBuf> {
+    if let Some(parent) = base.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    for n in 1u32.. {
+        let dir = if n == 1 {
+            base.to_path_buf()
+        } else {
+            let mut name = base.file_name().unwrap_or_default().to_os_string();
+            name.push(format!("-{n}"));
+            base.with_file_name(name)
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("a free name")
+}
+
 /// A run's status in its `metadata.json` (written as the lowercase word).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -402,6 +429,17 @@ pub fn version_number(s: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn two_runs_claiming_the_same_default_name_get_two_directories() {
+        let root = std::env::temp_dir().join(format!("claim-{}", std::process::id()));
+        let base = root.join("runs/in-20261203T000000Z");
+        let a = super::claim_dir(&base).unwrap();
+        let b = super::claim_dir(&base).unwrap();
+        assert_eq!(a, base);
+        assert_eq!(b.file_name().unwrap(), "in-20261203T000000Z-2");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     use super::*;
 
     #[test]
