@@ -190,7 +190,6 @@ pub fn use_recorded_kernels(stored: &VectorSettings) -> Result<()> {
     }
 }
 
-/// Skips the first `n` items of a source (the part a resumed run already has).
 /// On resume: the input must be the one the run read, unless the run stopped at a read error
 /// (a corrupt `.gz`, a truncated file) and the file was fixed since; then the digest its
 /// skipped items must match (`skip.rs`).
@@ -339,7 +338,7 @@ pub fn run_job(
 
     let mut verify_skipped = None;
     let (mut meta, checkpoint) = if resume {
-        let meta = load_metadata(&dir)?;
+        let mut meta = load_metadata(&dir)?;
         check_resumable(&meta.vectors, &settings)?;
         if meta.status == RunState::Completed {
             return Err(Error::Config(format!(
@@ -347,7 +346,6 @@ pub fn run_job(
                 dir.display()
             )));
         }
-        let mut meta = meta;
         verify_skipped = check_input_unchanged(&mut meta)?;
         let (cp, note) = rundir::load_checkpoint(&dir)?;
         if let Some(n) = note {

@@ -401,37 +401,40 @@ impl EmbeddingModel {
     /// Tokens that embedding adds to any text: the special tokens and the prefix (what a
     /// chunk's overlap does not count).
     pub fn added_tokens(&self, options: &EmbedOptions) -> usize {
-        let probe = "a";
-        let full = format!("{}{probe}", options.prefix.as_deref().unwrap_or(""));
-        let vocab = self.llama.vocab();
-        let with = vocab.tokenize(full.as_bytes(), true, true).len();
-        let alone = vocab.tokenize(probe.as_bytes(), false, true).len();
-        with.saturating_sub(alone)
+        let (head, tail) = self.wrapping(options);
+        head.len() + tail.len()
     }
 
-    /// The engine backend's `tokenize_pieces` (late chunking): the head (`[CLS]` and prefix) and tail
-    /// (`[SEP]`) are those [`EmbeddingModel::tokenize`] puts around any text.
+    /// The engine backend's `tokenize_pieces` (late chunking): the head (`[CLS]` and prefix)
+    /// and tail (`[SEP]`) are those [`EmbeddingModel::tokenize`] puts around any text.
     pub fn tokenize_pieces(
         &self,
         pieces: &[&str],
         options: &EmbedOptions,
     ) -> (Vec<LlamaToken>, Vec<std::ops::Range<usize>>) {
         let vocab = self.llama.vocab();
-        let probe = "a";
-        let full = format!("{}{probe}", options.prefix.as_deref().unwrap_or(""));
-        let full = vocab.tokenize(full.as_bytes(), true, true);
-        let alone = vocab.tokenize(probe.as_bytes(), false, true).len();
-        let tail = self.special_tail.min(full.len());
-        let head = full.len().saturating_sub(tail + alone);
-        let mut tokens = full[..head].to_vec();
+        let (mut tokens, tail) = self.wrapping(options);
         let mut ranges = Vec::with_capacity(pieces.len());
         for p in pieces {
             let start = tokens.len();
             tokens.extend(vocab.tokenize(p.as_bytes(), false, true));
             ranges.push(start..tokens.len());
         }
-        tokens.extend_from_slice(&full[full.len() - tail..]);
+        tokens.extend(tail);
         (tokens, ranges)
+    }
+
+    /// The tokens [`EmbeddingModel::tokenize`] puts before (special tokens, prefix) and after
+    /// (the closing special tokens) any text, found by tokenising a one-token probe both ways.
+    fn wrapping(&self, options: &EmbedOptions) -> (Vec<LlamaToken>, Vec<LlamaToken>) {
+        let vocab = self.llama.vocab();
+        let probe = "a";
+        let full = format!("{}{probe}", options.prefix.as_deref().unwrap_or(""));
+        let mut full = vocab.tokenize(full.as_bytes(), true, true);
+        let alone = vocab.tokenize(probe.as_bytes(), false, true).len();
+        let tail = full.split_off(full.len() - self.special_tail.min(full.len()));
+        full.truncate(full.len().saturating_sub(alone));
+        (full, tail)
     }
 
     /// SHA-256 of the model file, computed once and cached next to the model

@@ -14,6 +14,19 @@ pub fn l2_normalize(v: &mut [f32]) {
     }
 }
 
+/// The mean of `rows` (each `dims` long), summed in f64 in order: the same bits for the same
+/// rows in the same order (token pooling, document vectors).
+pub fn mean(rows: &[&[f32]], dims: usize) -> Vec<f32> {
+    let mut sum = vec![0f64; dims];
+    for r in rows {
+        for (s, x) in sum.iter_mut().zip(r.iter()) {
+            *s += f64::from(*x);
+        }
+    }
+    let n = rows.len() as f64;
+    sum.iter().map(|s| (s / n) as f32).collect()
+}
+
 /// Cosine similarity of two vectors of the same length.
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);

@@ -18,7 +18,7 @@ use super::mode::{
 };
 use crate::error::{Error, Result};
 use crate::model::{backend, EmbeddingModel, Normalize, Pooling};
-use crate::vectors::l2_normalize;
+use crate::vectors::{l2_normalize, mean};
 
 /// Shape of one engine context.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,85 +231,74 @@ impl<'m> EmbeddingContext<'m> {
     }
 
     /// Pools each sequence's token rows (exact mode; the batch holds them back to back, no
-    /// padding): the mean summed in f64 in token order, or the first / last row.
+    /// padding): the mean summed in f64 in token order, or the first / last row; a sequence
+    /// with ranges in `pools` gives the mean of each range's rows.
     fn pool_rows(
         &self,
         sequences: &[&[LlamaToken]],
         pools: &[Pools<'_>],
     ) -> std::result::Result<Vec<Vec<f32>>, String> {
-        let dims = self.model.facts().dimensions;
         let mut out = Vec::with_capacity(sequences.len());
         let mut start = 0usize;
         for (seq_id, tokens) in sequences.iter().enumerate() {
+            let at = |rows: Range<usize>| start + rows.start..start + rows.end;
             if let Some(ranges) = pools.get(seq_id).copied().flatten() {
                 for r in ranges {
-                    let mut v = self.mean_of_rows(start + r.start..start + r.end, seq_id)?;
-                    if self.shape.normalize == Normalize::L2 {
-                        l2_normalize(&mut v);
+                    out.push(self.normalized(self.mean_of_rows(at(r.clone()), start, seq_id)?));
+                }
+            } else {
+                let last = start + tokens.len() - 1;
+                let v = match self.shape.pooling {
+                    Pooling::Cls => self.row(start, start, seq_id)?.to_vec(),
+                    Pooling::Last => self.row(last, start, seq_id)?.to_vec(),
+                    Pooling::Mean | Pooling::Model => {
+                        self.mean_of_rows(at(0..tokens.len()), start, seq_id)?
                     }
-                    out.push(v);
-                }
-                start += tokens.len();
-                continue;
+                };
+                out.push(self.normalized(v));
             }
-            let row = |i: usize| {
-                let r = self.ctx.embeddings_ith(i as i32).map_err(|e| {
-                    format!(
-                        "no embedding for token {} of sequence {seq_id}: {e}",
-                        i - start
-                    )
-                })?;
-                if r.len() == dims {
-                    Ok(r)
-                } else {
-                    Err(format!(
-                        "token rows of {} values, the model has {dims} dimensions",
-                        r.len()
-                    ))
-                }
-            };
-            let mut v = match self.shape.pooling {
-                Pooling::Cls => row(start)?.to_vec(),
-                Pooling::Last => row(start + tokens.len() - 1)?.to_vec(),
-                Pooling::Mean | Pooling::Model => {
-                    let mut sum = vec![0f64; dims];
-                    for i in start..start + tokens.len() {
-                        for (s, x) in sum.iter_mut().zip(row(i)?) {
-                            *s += f64::from(*x);
-                        }
-                    }
-                    let n = tokens.len() as f64;
-                    sum.iter().map(|s| (s / n) as f32).collect()
-                }
-            };
-            if self.shape.normalize == Normalize::L2 {
-                l2_normalize(&mut v);
-            }
-            out.push(v);
             start += tokens.len();
         }
         Ok(out)
     }
 
-    /// The mean of the batch's token rows `rows` (summed in f64 in order).
+    /// Row `i` of the batch (token `i - start` of sequence `seq_id`), checked for its length.
+    fn row(&self, i: usize, start: usize, seq_id: usize) -> std::result::Result<&[f32], String> {
+        let dims = self.model.facts().dimensions;
+        let r = self.ctx.embeddings_ith(i as i32).map_err(|e| {
+            format!(
+                "no embedding for token {} of sequence {seq_id}: {e}",
+                i - start
+            )
+        })?;
+        if r.len() == dims {
+            Ok(r)
+        } else {
+            Err(format!(
+                "token rows of {} values, the model has {dims} dimensions",
+                r.len()
+            ))
+        }
+    }
+
+    /// The mean of the batch's rows `rows` ([`crate::vectors::mean`]: summed in f64 in order).
     fn mean_of_rows(
         &self,
         rows: Range<usize>,
+        start: usize,
         seq_id: usize,
     ) -> std::result::Result<Vec<f32>, String> {
-        let dims = self.model.facts().dimensions;
-        let n = rows.len() as f64;
-        let mut sum = vec![0f64; dims];
-        for i in rows {
-            let r = self
-                .ctx
-                .embeddings_ith(i as i32)
-                .map_err(|e| format!("no embedding for row {i} of sequence {seq_id}: {e}"))?;
-            for (s, x) in sum.iter_mut().zip(r) {
-                *s += f64::from(*x);
-            }
+        let rows: Vec<&[f32]> = rows
+            .map(|i| self.row(i, start, seq_id))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(mean(&rows, self.model.facts().dimensions))
+    }
+
+    fn normalized(&self, mut v: Vec<f32>) -> Vec<f32> {
+        if self.shape.normalize == Normalize::L2 {
+            l2_normalize(&mut v);
         }
-        Ok(sum.iter().map(|s| (s / n) as f32).collect())
+        v
     }
 
     fn validate(&self, sequences: &[&[LlamaToken]], total: usize) -> Result<()> {

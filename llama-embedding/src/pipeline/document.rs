@@ -4,7 +4,7 @@
 
 use crate::item::{EmbeddingResult, ItemOutcome};
 use crate::model::Normalize;
-use crate::vectors::l2_normalize;
+use crate::vectors::{l2_normalize, mean};
 
 /// The item's one outcome: its document vector, or its failure as it came.
 pub(crate) fn document(parts: Vec<ItemOutcome>, normalize: Normalize) -> ItemOutcome {
@@ -15,19 +15,13 @@ pub(crate) fn document(parts: Vec<ItemOutcome>, normalize: Normalize) -> ItemOut
             failed @ ItemOutcome::Failed(_) => return failed,
         }
     }
-    ItemOutcome::Embedded(mean(chunks, normalize))
+    ItemOutcome::Embedded(document_row(chunks, normalize))
 }
 
-fn mean(chunks: Vec<EmbeddingResult>, normalize: Normalize) -> EmbeddingResult {
+fn document_row(chunks: Vec<EmbeddingResult>, normalize: Normalize) -> EmbeddingResult {
     let n = chunks.len();
-    let dims = chunks[0].embedding.len();
-    let mut sum = vec![0f64; dims];
-    for c in &chunks {
-        for (s, x) in sum.iter_mut().zip(&c.embedding) {
-            *s += f64::from(*x);
-        }
-    }
-    let mut embedding: Vec<f32> = sum.iter().map(|s| (s / n as f64) as f32).collect();
+    let rows: Vec<&[f32]> = chunks.iter().map(|c| c.embedding.as_slice()).collect();
+    let mut embedding = mean(&rows, chunks[0].embedding.len());
     if normalize == Normalize::L2 {
         l2_normalize(&mut embedding);
     }

@@ -41,7 +41,6 @@ impl Dispatch {
         {
             return false;
         }
-        let late = batch.iter().any(|s| !s.late.is_empty());
         let mut sequences = Vec::with_capacity(batch.len());
         let mut pools = Vec::with_capacity(batch.len());
         let mut outputs: Vec<Done> = Vec::with_capacity(batch.len());
@@ -59,9 +58,6 @@ impl Dispatch {
                 pools.push(Some(ranges));
             }
             sequences.push(s.tokens);
-        }
-        if !late {
-            pools.clear();
         }
         let out = self.out.clone();
         self.engine

@@ -32,6 +32,7 @@ pub(crate) struct Segment {
 }
 
 /// What the outcome of a segment carries from its item.
+#[derive(Clone)]
 pub(crate) struct ItemMeta {
     pub id: ItemId,
     pub truncated: bool,
@@ -206,18 +207,25 @@ impl Tokenizer {
     /// whole window).
     fn late_windows(&self, text: &str, chunks: Vec<Segment>) -> Vec<Segment> {
         let mut out = Vec::new();
-        let mut chunks = chunks.into_iter().peekable();
         let mut window: Vec<Segment> = Vec::new();
-        while let Some(c) = chunks.next() {
+        let mut fitted = None;
+        for c in chunks {
             window.push(c);
-            let fits_more = chunks.peek().is_some_and(|next| {
-                let mut trial: Vec<&Segment> = window.iter().collect();
-                trial.push(next);
-                self.window_tokens(text, &trial).0.len() <= self.max_tokens
-            });
-            if !fits_more {
-                out.push(self.window_segment(text, std::mem::take(&mut window)));
+            let refs: Vec<&Segment> = window.iter().collect();
+            let trial = self.window_tokens(text, &refs);
+            if window.len() > 1 && trial.0.len() > self.max_tokens {
+                // Full: the window without this chunk, which starts the next one.
+                let next = window.pop().expect("the chunk just pushed");
+                let done = std::mem::replace(&mut window, vec![next]);
+                let tokens = fitted.take().expect("the fitting window");
+                out.push(window_segment(done, tokens, self.align));
+                fitted = Some(self.window_tokens(text, &[&window[0]]));
+            } else {
+                fitted = Some(trial);
             }
+        }
+        if let Some(tokens) = fitted {
+            out.push(window_segment(window, tokens, self.align));
         }
         out
     }
@@ -248,26 +256,6 @@ impl Tokenizer {
             })
             .collect();
         (tokens, rows)
-    }
-
-    fn window_segment(&self, text: &str, chunks: Vec<Segment>) -> Segment {
-        let refs: Vec<&Segment> = chunks.iter().collect();
-        let (tokens, rows) = self.window_tokens(text, &refs);
-        let mut chunks = chunks.into_iter();
-        let first = chunks.next().expect("a window has a chunk");
-        let mut late = vec![(first.key, clone_meta(&first.meta), rows[0].clone())];
-        late.extend(
-            chunks
-                .zip(rows.into_iter().skip(1))
-                .map(|(c, r)| (c.key, c.meta, r)),
-        );
-        Segment {
-            key: first.key,
-            aligned: aligned_len_to(tokens.len(), self.align),
-            tokens,
-            meta: first.meta,
-            late,
-        }
     }
 
     /// The stage's thread: tokenise and pack until the input ends or the run stops.
@@ -322,14 +310,25 @@ fn char_offsets(text: &str, spans: &[Range<usize>]) -> Vec<(usize, usize)> {
     spans.iter().map(|r| (at[&r.start], at[&r.end])).collect()
 }
 
-fn clone_meta(m: &ItemMeta) -> ItemMeta {
-    ItemMeta {
-        id: m.id.clone(),
-        truncated: m.truncated,
-        n_chars: m.n_chars,
-        extra: m.extra.clone(),
-        text: m.text.clone(),
-        position: m.position,
-        chunk: m.chunk.clone(),
+/// One segment for a window of chunks: its tokens, and each chunk's key, meta and rows.
+fn window_segment(
+    chunks: Vec<Segment>,
+    (tokens, rows): (Vec<LlamaToken>, Vec<Range<usize>>),
+    align: usize,
+) -> Segment {
+    let mut chunks = chunks.into_iter();
+    let first = chunks.next().expect("a window has a chunk");
+    let mut late = vec![(first.key, first.meta.clone(), rows[0].clone())];
+    late.extend(
+        chunks
+            .zip(rows.into_iter().skip(1))
+            .map(|(c, r)| (c.key, c.meta, r)),
+    );
+    Segment {
+        key: first.key,
+        aligned: aligned_len_to(tokens.len(), align),
+        tokens,
+        meta: first.meta,
+        late,
     }
 }
