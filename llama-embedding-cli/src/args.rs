@@ -47,6 +47,10 @@ pub enum Command {
     Search(SearchArgs),
     /// Sweep batch sizes (and budgets, workers, threads): table, bench.json/csv/svg/png.
     Bench(Box<BenchArgs>),
+    /// Serve the model over HTTP: OpenAI's POST /v1/embeddings, TEI's POST /embed, /health,
+    /// /info, /metrics, and POST /search with --store. The default exact mode gives every text
+    /// the vector `embed` writes for it with the same settings (--like RUN_DIR takes a run's).
+    Serve(Box<ServeArgs>),
     /// Combine the JSONL outputs of shard runs into one, in input order, checking that every
     /// item is there exactly once (exit 3 when some are missing or duplicated).
     Merge {
@@ -332,35 +336,14 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// Texts per decode (llama.cpp sequences).
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Tokens per decode (packing target).
-    #[arg(long)]
-    pub token_budget: Option<usize>,
-    /// Engine threads, each with its own context (default: one per core, up to 8).
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// CPU threads per engine thread (default: cores / workers).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Items per batching window (resume points are window boundaries).
     #[arg(long)]
     pub window: Option<usize>,
     /// Keep input order inside a window instead of sorting by length.
     #[arg(long)]
     pub no_sort: bool,
-    /// The aligned mode (the exact mode before version 0.2): no flash attention, each text
-    /// padded to a multiple of N tokens (8, or 16 for rare long texts), ~20% slower than the
-    /// default exact mode. For resuming or matching runs made with it.
-    #[arg(long, value_name = "N")]
-    pub token_align: Option<usize>,
-    /// Fast mode: flash attention with decodes of any size (--token-budget, default 128), about
-    /// 10% faster here than the default exact mode. A text's vector then varies with its batch in
-    /// the last bits (up to ~3e-4 per component, cosine > 0.9999 to the exact one); a resumed
-    /// run still repeats its batches exactly.
-    #[arg(long, conflicts_with = "token_align")]
-    pub fast: bool,
 
     /// Split each text into chunks of at most N tokens of the model's own tokenizer (special
     /// tokens and --prefix included; never truncated), one row each: id "<item id>#<k>",
@@ -456,6 +439,78 @@ pub struct EmbedArgs {
     /// Write the final summary as JSON to this file.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on (loopback by default; 0.0.0.0 for every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: any free one; the address is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Take the model and vector settings of this run (its metadata.json), so that queries get
+    /// the vectors its corpus was embedded with.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["max_tokens", "no_truncate", "pooling", "normalize", "prefix", "fast", "token_align"])]
+    pub like: Option<PathBuf>,
+    /// A store for POST /search: sqlite:PATH.db, postgres://…?table=NAME or a run directory
+    /// that wrote one. Without --like, its recorded settings are used.
+    #[arg(long, value_name = "STORE")]
+    pub store: Option<String>,
+    /// A prompt a request can name (TEI's prompt_name): NAME=TEXT, put before its inputs in
+    /// place of --prefix. Repeat for several.
+    #[arg(long, value_name = "NAME=TEXT")]
+    pub named_prompt: Vec<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most inputs in one request (422 beyond).
+    #[arg(long, default_value_t = 512)]
+    pub max_inputs: usize,
+    /// Most texts waiting at once over all requests (429 with Retry-After beyond).
+    #[arg(long, default_value_t = 4096)]
+    pub max_queue: usize,
+    /// A request still waiting after this many milliseconds is answered 503 and dropped.
+    #[arg(long, default_value_t = 60_000)]
+    pub request_timeout_ms: u64,
+    /// Longest a decode keeps filling while every engine thread is busy, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub batch_wait_ms: u64,
+    /// On SIGTERM/SIGINT: seconds to finish the open requests before exiting.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace_s: u64,
+}
+
+/// The engine's flags: the batch plan and the mode (`embed`, `serve`).
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Texts per decode (llama.cpp sequences).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Tokens per decode (packing target).
+    #[arg(long)]
+    pub token_budget: Option<usize>,
+    /// Engine threads, each with its own context (default: one per core, up to 8).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// CPU threads per engine thread (default: cores / workers).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// The aligned mode (the exact mode before version 0.2): no flash attention, each text
+    /// padded to a multiple of N tokens (8, or 16 for rare long texts), ~20% slower than the
+    /// default exact mode. For resuming or matching runs made with it.
+    #[arg(long, value_name = "N")]
+    pub token_align: Option<usize>,
+    /// Fast mode: flash attention with decodes of any size (--token-budget, default 128), about
+    /// 10% faster here than the default exact mode. A text's vector then varies with its batch in
+    /// the last bits (up to ~3e-4 per component, cosine > 0.9999 to the exact one); a resumed
+    /// run still repeats its batches exactly.
+    #[arg(long, conflicts_with = "token_align")]
+    pub fast: bool,
 }
 
 #[derive(Args, Debug, Clone)]

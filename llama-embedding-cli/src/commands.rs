@@ -16,7 +16,7 @@ use llama_embedding::store::{self, StoreSpec};
 use llama_embedding::versions::{self, VersionInfo};
 
 use crate::common::{
-    check_budget, embed_options, engine_mode, load_model, stop_on_signals, usage, Usage,
+    embed_options, load_model, plan_flags, stop_on_signals, thread_flags, usage, Usage,
 };
 use crate::exit::{EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, EXIT_STOPPED_BY_ERRORS};
 
@@ -292,17 +292,11 @@ fn batch_config(a: &EmbedArgs, stored: Option<&job::Metadata>) -> Result<BatchCo
         embed = v.embed.clone();
         config = v.apply_to(config);
     } else {
-        if let Some(b) = a.batch_size {
-            config = config.with_batch_size(b);
-        }
-        if let Some(t) = a.token_budget {
-            config = config.with_token_budget(t);
-        }
+        config = plan_flags(config, &a.engine, true)?;
         if let Some(w) = a.window {
             config = config.with_window(w);
         }
         config = config.with_sort_by_length(!a.no_sort);
-        config = config.with_mode(engine_mode(a.fast, a.token_align));
         if let Some(n) = a.chunk_tokens {
             match ChunkConfig::new(n, a.chunk_overlap, a.chunk_by) {
                 Ok(c) => {
@@ -314,18 +308,8 @@ fn batch_config(a: &EmbedArgs, stored: Option<&job::Metadata>) -> Result<BatchCo
                 Err(e) => return Err(Usage(e).into()),
             }
         }
-        if let Some(n) = a.token_align {
-            config = config.with_token_align(n);
-        }
-        check_budget(&config, a.token_budget)?;
     }
-    config = config.with_embed(embed).with_progress(!a.quiet);
-    if let Some(w) = a.workers {
-        config = config.with_workers(w);
-    }
-    if let Some(t) = a.threads {
-        config = config.with_threads_per_worker(t);
-    }
+    config = thread_flags(config.with_embed(embed).with_progress(!a.quiet), &a.engine);
     if a.stop_on_error {
         config = config.with_error_strategy(ErrorStrategy::StopOnFirst);
     } else if let Some(n) = a.max_errors {
@@ -656,21 +640,26 @@ fn model_info(model: Option<String>, json: bool) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-pub fn search(a: SearchArgs) -> Result<u8> {
-    if a.k == 0 || a.k > 4096 {
-        return usage("-k must be between 1 and 4096 (sqlite-vec's limit for one search)");
-    }
-    let dir = Path::new(&a.store);
-    let spec = if dir.join(llama_embedding::rundir::METADATA).is_file() {
+/// A store named on the command line: a spec, or a run directory that wrote one.
+pub fn store_arg(arg: &str) -> Result<StoreSpec> {
+    let dir = Path::new(arg);
+    if dir.join(llama_embedding::rundir::METADATA).is_file() {
         job::load_metadata(dir)?.store.with_context(|| {
             format!(
                 "{} wrote no store (it was run without --store)",
                 dir.display()
             )
-        })?
+        })
     } else {
-        StoreSpec::parse(&a.store, None)?
-    };
+        Ok(StoreSpec::parse(arg, None)?)
+    }
+}
+
+pub fn search(a: SearchArgs) -> Result<u8> {
+    if a.k == 0 || a.k > 4096 {
+        return usage("-k must be between 1 and 4096 (sqlite-vec's limit for one search)");
+    }
+    let spec = store_arg(&a.store)?;
     let margs = ModelArgs {
         model: a.model.clone(),
         max_tokens: None,

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use llama_embedding::resolve::resolve_model;
 use llama_embedding::{BatchConfig, EmbedOptions, EmbeddingModel, EngineMode, LoadOptions};
 
-use crate::args::ModelArgs;
+use crate::args::{EngineArgs, ModelArgs};
 use crate::exit::{EXIT_INTERRUPTED, EXIT_USAGE};
 
 /// The engine mode the flags ask for: `--fast`, `--token-align N` (the aligned mode), else exact.
@@ -23,6 +23,39 @@ pub fn engine_mode(fast: bool, token_align: Option<usize>) -> EngineMode {
 }
 
 /// Refuses a `--token-budget` the exact mode would not use, rather than shrinking it silently.
+/// The batch-plan flags over `config`: batch size and budget, and with `mode` the engine mode
+/// and alignment; the budget checked against the mode.
+///
+/// # Errors
+/// A budget the exact mode cannot take.
+pub fn plan_flags(mut config: BatchConfig, e: &EngineArgs, mode: bool) -> Result<BatchConfig> {
+    if let Some(b) = e.batch_size {
+        config = config.with_batch_size(b);
+    }
+    if let Some(t) = e.token_budget {
+        config = config.with_token_budget(t);
+    }
+    if mode {
+        config = config.with_mode(engine_mode(e.fast, e.token_align));
+        if let Some(n) = e.token_align {
+            config = config.with_token_align(n);
+        }
+    }
+    check_budget(&config, e.token_budget)?;
+    Ok(config)
+}
+
+/// The `--workers` and `--threads` flags over `config`.
+pub fn thread_flags(mut config: BatchConfig, e: &EngineArgs) -> BatchConfig {
+    if let Some(w) = e.workers {
+        config = config.with_workers(w);
+    }
+    if let Some(t) = e.threads {
+        config = config.with_threads_per_worker(t);
+    }
+    config
+}
+
 pub fn check_budget(config: &BatchConfig, asked: Option<usize>) -> Result<()> {
     if let (Some(b), Some(cap)) = (asked, config.mode.shared_decode_cap()) {
         if b > cap {

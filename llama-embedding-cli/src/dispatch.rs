@@ -5,7 +5,7 @@ use llama_embedding::BatchConfig;
 
 use crate::args::{Cli, Command};
 use crate::common::{embed_options, engine_mode, load_model};
-use crate::{bench, bench_models, commands, runs};
+use crate::{bench, bench_models, commands, runs, serve_cmd};
 
 pub fn run(cli: Cli) -> Result<u8> {
     if let Some(v) = cli.cpu_variant.as_deref().filter(|v| *v != "auto") {
@@ -17,6 +17,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Errors { run_dir, json } => commands::errors(&run_dir, json),
         Command::Model(m) => commands::model(m),
         Command::Search(a) => commands::search(a),
+        Command::Serve(a) => serve_cmd::serve(*a),
         Command::Runs(r) => runs::runs(r),
         Command::Merge {
             run_dirs,

@@ -14,6 +14,7 @@ mod exit;
 mod kernels_cmd;
 mod progress;
 mod runs;
+mod serve_cmd;
 
 use std::process::ExitCode;
 

@@ -130,7 +130,11 @@ pub struct JobReport {
     pub message: Option<String>,
 }
 
-fn vector_settings(model: &EmbeddingModel, config: &BatchConfig) -> Result<VectorSettings> {
+/// The vector settings a run of `config` on `model` records (and `serve` reports).
+///
+/// # Errors
+/// The model's refusals, its sha256, the kernels.
+pub fn vector_settings(model: &EmbeddingModel, config: &BatchConfig) -> Result<VectorSettings> {
     Ok(VectorSettings {
         model_sha256: model.sha256()?,
         embed: config.embed.clone(),

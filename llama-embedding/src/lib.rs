@@ -50,6 +50,8 @@ pub mod reader;
 #[cfg(feature = "engine")]
 pub mod resolve;
 pub mod rundir;
+#[cfg(feature = "serve")]
+pub mod serve;
 #[cfg(feature = "engine")]
 pub mod settings;
 pub mod sink;

@@ -181,6 +181,18 @@ pub fn settings_compatible(stored: &Value, now: &Value) -> bool {
     stored == now || (stored.get("cpu_kernels").is_none() && *stored == without_kernels(now))
 }
 
+/// Whether `place`'s recorded settings `stored` take vectors made with `now`.
+///
+/// # Errors
+/// [`Error::Kernels`] or [`Error::Config`] saying what differs.
+pub fn check_settings(place: &str, stored: &Value, now: &Value) -> Result<()> {
+    if settings_compatible(stored, now) {
+        Ok(())
+    } else {
+        Err(settings_refusal(place, stored, now))
+    }
+}
+
 /// Why a store refuses vectors made with `now` (its recorded settings are `stored`).
 fn settings_refusal(place: &str, stored: &Value, now: &Value) -> Error {
     let name = |v: &Value| {

@@ -17,6 +17,8 @@ pub trait Backend: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// Length of the vectors.
     fn dimensions(&self) -> usize;
+    /// Token ids run from 0 to this (exclusive).
+    fn n_vocab(&self) -> usize;
     /// Tokens per text after truncation (see [`EmbeddingModel::max_tokens`]).
     ///
     /// # Errors
@@ -116,6 +118,10 @@ impl Backend for EmbeddingModel {
 
     fn dimensions(&self) -> usize {
         EmbeddingModel::dimensions(self)
+    }
+
+    fn n_vocab(&self) -> usize {
+        self.facts().n_vocab
     }
 
     fn max_tokens(&self, options: &EmbedOptions) -> Result<usize> {

@@ -114,6 +114,10 @@ impl Backend for FakeBackend {
         })
     }
 
+    fn n_vocab(&self) -> usize {
+        VOCAB as usize
+    }
+
     fn tokenize(
         &self,
         text: &str,

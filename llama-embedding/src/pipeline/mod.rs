@@ -31,6 +31,6 @@ mod run;
 mod tokenize;
 
 pub use config::{default_workers, BatchConfig, ErrorStrategy};
-pub use plan::Plan;
+pub use plan::{plan, Plan};
 pub use processor::BatchProcessor;
 pub use run::Run;
