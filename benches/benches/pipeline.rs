@@ -130,6 +130,7 @@ fn sinks(c: &mut Criterion) {
             extra: None,
             text: None,
             chunk: None,
+            key: None,
         })
         .collect();
     let mut g = c.benchmark_group("sinks_2000x384");

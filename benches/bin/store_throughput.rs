@@ -34,6 +34,7 @@ fn rows(n: usize, dims: usize) -> Vec<EmbeddingResult> {
                 extra: None,
                 text: Some(format!("synthetic item {i}")),
                 chunk: None,
+                key: None,
             }
         })
         .collect()

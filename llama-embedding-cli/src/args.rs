@@ -62,6 +62,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a store's rows (id, content key, vector, kept text and fields), sorted by id, to a
+    /// file in any output format: to check a store, compare two, or copy one.
+    Export {
+        /// sqlite:PATH.db, postgres://…?table=NAME or a run directory that wrote a store.
+        store: String,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// jsonl, json, csv, npy or parquet (default: from the -o extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// f32, f16, int8 or binary.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+    },
     /// Obtain, import or describe models.
     #[command(subcommand)]
     Model(ModelCommand),

@@ -640,6 +640,22 @@ fn model_info(model: Option<String>, json: bool) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
+pub fn export(store: &str, output: &Path, format: Option<&str>, dtype: &str) -> Result<u8> {
+    let spec = store_arg(store)?;
+    let dtype: Dtype = dtype.parse().map_err(anyhow::Error::msg)?;
+    let format: Option<OutputFormat> = format
+        .map(str::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let n = llama_embedding::export::export(&spec, output, format, dtype)?;
+    eprintln!(
+        "llama-embed: exported {n} rows of {} to {}",
+        spec.display(),
+        output.display()
+    );
+    Ok(EXIT_OK)
+}
+
 /// A store named on the command line: a spec, or a run directory that wrote one.
 pub fn store_arg(arg: &str) -> Result<StoreSpec> {
     let dir = Path::new(arg);

@@ -18,6 +18,12 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Model(m) => commands::model(m),
         Command::Search(a) => commands::search(a),
         Command::Serve(a) => serve_cmd::serve(*a),
+        Command::Export {
+            store,
+            output,
+            format,
+            dtype,
+        } => commands::export(&store, &output, format.as_deref(), &dtype),
         Command::Runs(r) => runs::runs(r),
         Command::Merge {
             run_dirs,

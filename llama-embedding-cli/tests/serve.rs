@@ -392,7 +392,10 @@ fn refusals_have_each_apis_shape_and_are_counted() {
         "{e}"
     );
 
-    // A full queue: 64 long texts are waiting, one more is refused with Retry-After.
+    // A full queue: 64 long texts are waiting or running, and 64 more cannot all be queued
+    // until every one of them is done (the queue frees a text as its decode ends): refused
+    // with Retry-After.
+    let more = vec!["one more"; 64];
     let busy = {
         let tei = tei.clone();
         std::thread::spawn(move || {
@@ -409,13 +412,13 @@ fn refusals_have_each_apis_shape_and_are_counted() {
             .unwrap()
             > 0
     });
-    let (s, retry, e) = post(&a, &tei, &json!({"inputs": "one more"}).to_string());
+    let (s, retry, e) = post(&a, &tei, &json!({"inputs": more}).to_string());
     assert_eq!(
         (s, retry.as_deref(), e["error_type"].as_str()),
         (429, Some("1"), Some("Overloaded")),
         "{e}"
     );
-    let (s, _, e) = post(&a, &openai, &json!({"input": "one more"}).to_string());
+    let (s, _, e) = post(&a, &openai, &json!({"input": more}).to_string());
     assert_eq!(
         (s, e["error"]["type"].as_str()),
         (429, Some("rate_limit_error")),
@@ -505,11 +508,12 @@ fn sigterm_finishes_open_requests_refuses_new_ones_and_exits_0() {
             })
         })
         .collect();
+    // The clients hold at most 16 texts: 24 waiting means the long request is queued.
     wait_for("the long request to queue", || {
         serde_json::from_str::<Value>(&get(&format!("{url}/health"))).unwrap()["queue"]
             .as_u64()
             .unwrap()
-            >= 48
+            >= 24
     });
     let pid = server.child.id().to_string();
     assert!(std::process::Command::new("kill")

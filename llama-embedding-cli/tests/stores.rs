@@ -135,6 +135,40 @@ fn both_stores_return_the_exact_cosine_top_10() {
         }
     }
 
+    // Exported, each store gives back every row of the file run (id, key, vector bits, text),
+    // in id order, and the two stores' exports are byte-identical.
+    let export = |store: &str, name: &str, env: &[(&str, &str)]| {
+        let out = dir.join(name);
+        let o = run(bin()
+            .args(["export", store, "-o"])
+            .arg(&out)
+            .envs(env.iter().copied()));
+        assert!(o.status.success(), "export {store}: {}", stderr(&o));
+        out
+    };
+    let exported = util::jsonl(&export(&db, "sqlite-export.jsonl", &[]));
+    let mut want: Vec<&serde_json::Value> = rows.iter().collect();
+    want.sort_by_key(|r| r["id"].to_string().trim_matches('"').to_string());
+    assert_eq!(exported.len(), want.len());
+    let lines: Vec<String> = corpus(600).lines().map(str::to_string).collect();
+    for (e, w) in exported.iter().zip(&want) {
+        let id = w["id"].as_u64().unwrap();
+        assert_eq!(e["id"], id.to_string());
+        assert_eq!(e["key"], w["key"], "row {id}");
+        assert_eq!(e["text"], lines[id as usize], "row {id}");
+        let bits =
+            |v: &serde_json::Value| vector(v).iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(e), bits(w), "row {id}");
+    }
+    if let Some(s) = &pg_store {
+        let pg_export = export(s, "pg-export.jsonl", &env);
+        assert_same_bytes(
+            &pg_export,
+            &dir.join("sqlite-export.jsonl"),
+            "postgres export",
+        );
+    }
+
     // Human output shows the stored text.
     let o = run(bin().args(["search", &db, QUERIES[0], "-k", "3"]));
     let out = String::from_utf8_lossy(&o.stdout);

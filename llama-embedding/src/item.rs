@@ -89,6 +89,10 @@ pub struct EmbeddingResult {
     /// whole item. Then `id` is `"<item id>#<chunk>"`.
     #[serde(flatten, skip_serializing_if = "Option::is_none", default)]
     pub chunk: Option<Chunk>,
+    /// The content key (`key.rs`), when the run makes them
+    /// ([`crate::BatchConfig::key_settings`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key: Option<String>,
 }
 
 impl EmbeddingResult {

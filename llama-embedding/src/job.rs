@@ -519,7 +519,8 @@ pub fn run_job(
     let config = job
         .config
         .clone()
-        .with_keep_text(meta.store.is_some() && meta.store_text);
+        .with_keep_text(meta.store.is_some() && meta.store_text)
+        .with_key_settings(Some(meta.vectors.key_settings()));
     let mut processor = BatchProcessor::new(job.model.clone(), config)?;
     if let Some(cb) = progress {
         processor.set_progress_callback(cb);

@@ -22,6 +22,8 @@ pub mod chunk;
 #[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;
+#[cfg(feature = "engine")]
+pub mod export;
 pub mod files;
 #[cfg(feature = "engine")]
 #[doc(hidden)]
@@ -37,6 +39,7 @@ pub mod items;
 pub mod job;
 #[cfg(feature = "engine")]
 pub mod kernels;
+pub mod key;
 #[cfg(feature = "engine")]
 pub mod merge;
 #[cfg(feature = "engine")]

@@ -50,6 +50,36 @@ impl VectorSettings {
         })
     }
 
+    /// What content keys are made over besides the text ([`crate::key`]), as canonical JSON:
+    /// the model, the vector and chunk settings, the mode and the CPU kernels; the batch plan
+    /// too except in the exact mode, where it changes no vector. Not the prefix (the key's
+    /// text is the text as embedded, prefix included) nor `--doc-vector` (a document row's key
+    /// is made from its chunks' keys, which are those of the chunks alone).
+    pub fn key_settings(&self) -> String {
+        let mut v = serde_json::to_value(self).expect("settings are JSON");
+        if let Some(embed) = v.get_mut("embed").and_then(|e| e.as_object_mut()) {
+            embed.remove("prefix");
+        }
+        if let Some(chunking) = v.get_mut("chunking").and_then(|e| e.as_object_mut()) {
+            chunking.remove("doc_vector");
+        }
+        let o = v.as_object_mut().expect("an object");
+        o.insert("mode".into(), serde_json::json!(self.engine_mode()));
+        if self.engine_mode() == crate::engine::EngineMode::Exact {
+            for plan in [
+                "batch_size",
+                "token_budget",
+                "window",
+                "sort_by_length",
+                "token_align",
+                "flash_attention",
+            ] {
+                o.remove(plan);
+            }
+        }
+        sorted(v).to_string()
+    }
+
     /// A [`BatchConfig`] with this batch plan and mode (the rest from `config`).
     pub fn apply_to(&self, config: BatchConfig) -> BatchConfig {
         let mode = self.engine_mode();
@@ -65,6 +95,22 @@ impl VectorSettings {
         } else {
             config
         }
+    }
+}
+
+/// `v` with every object's keys in sorted order: one JSON text for the same settings however
+/// they were written (a run from before a field existed, a field added later).
+fn sorted(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let m: std::collections::BTreeMap<String, serde_json::Value> =
+                m.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            serde_json::Value::Object(m.into_iter().collect())
+        }
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(sorted).collect())
+        }
+        other => other,
     }
 }
 

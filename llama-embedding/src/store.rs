@@ -306,6 +306,37 @@ pub fn store_model(spec: &StoreSpec, want: Option<&str>) -> Result<StoreModel> {
     }
 }
 
+/// An existing SQLite store, for reading (`export.rs`).
+///
+/// # Errors
+/// A missing file or SQLite errors.
+pub(crate) fn sqlite_connect(path: &Path) -> Result<rusqlite::Connection> {
+    SqliteStore::connect(path, false)
+}
+
+/// A PostgreSQL client for `table`'s store, for reading (`export.rs`).
+///
+/// # Errors
+/// A table name that is not one, or the connection's errors.
+pub(crate) fn pg_client(url: &str, table: &str) -> Result<postgres::Client> {
+    validate_table(table)?;
+    pg_connect(url)
+}
+
+/// Stores made before content keys (issue 19) get the `key` column (NULL for their rows,
+/// which no key matches).
+fn add_sqlite_key_column(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('items') WHERE name = 'key')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE items ADD COLUMN key TEXT")?;
+    }
+    Ok(())
+}
+
 /// The `k` nearest stored items to `query` (a vector made with the store's model).
 /// `exact` forces a full scan in PostgreSQL (the HNSW index is approximate); SQLite always
 /// scans exactly.
@@ -453,7 +484,7 @@ impl SqliteStore {
                     &model.settings,
                 ));
             }
-            Some(_) => {}
+            Some(_) => add_sqlite_key_column(&conn).map_err(&err)?,
             None => {
                 conn.execute_batch(&format!(
                     "BEGIN;
@@ -464,7 +495,8 @@ impl SqliteStore {
                          text TEXT,
                          fields TEXT,
                          n_tokens INTEGER NOT NULL,
-                         model_sha256 TEXT NOT NULL
+                         model_sha256 TEXT NOT NULL,
+                         key TEXT
                      );
                      CREATE VIRTUAL TABLE vec_items USING vec0(
                          embedding float[{}] distance_metric=cosine
@@ -493,10 +525,11 @@ impl SqliteStore {
         let tx = self.conn.transaction()?;
         {
             let mut upsert = tx.prepare_cached(
-                "INSERT INTO items (id, text, fields, n_tokens, model_sha256)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO items (id, text, fields, n_tokens, model_sha256, key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (id) DO UPDATE SET text = excluded.text, fields = excluded.fields,
-                     n_tokens = excluded.n_tokens, model_sha256 = excluded.model_sha256
+                     n_tokens = excluded.n_tokens, model_sha256 = excluded.model_sha256,
+                     key = excluded.key
                  RETURNING rowid",
             )?;
             let mut delete = tx.prepare_cached("DELETE FROM vec_items WHERE rowid = ?1")?;
@@ -509,7 +542,8 @@ impl SqliteStore {
                         r.text,
                         fields_json(r),
                         r.n_tokens as i64,
-                        self.model_sha256
+                        self.model_sha256,
+                        r.key
                     ],
                     |row| row.get(0),
                 )?;
@@ -600,7 +634,7 @@ impl Sink for SqliteStore {
 // ---------------------------------------------------------------------------------------
 // PostgreSQL + pgvector
 
-fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -815,6 +849,12 @@ impl PgStore {
                         model.dims
                     )));
                 }
+                // Tables made before content keys (issue 19) get the column.
+                client
+                    .batch_execute(&format!(
+                        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS key text"
+                    ))
+                    .map_err(&e)?;
             } else {
                 client
                     .batch_execute(&format!(
@@ -826,6 +866,7 @@ impl PgStore {
                              fields jsonb,
                              n_tokens integer NOT NULL,
                              updated_at timestamptz NOT NULL DEFAULT now(),
+                             key text,
                              PRIMARY KEY (id, model)
                          )",
                         model.dims
@@ -893,7 +934,8 @@ impl PgStore {
                      embedding vector({}) NOT NULL,
                      text text,
                      fields jsonb,
-                     n_tokens integer NOT NULL
+                     n_tokens integer NOT NULL,
+                     key text
                  )",
                 model.dims
             ))
@@ -915,7 +957,7 @@ impl PgStore {
         use postgres::binary_copy::BinaryCopyInWriter;
         use postgres::types::Type;
         let sink = self.client.copy_in(
-            "COPY llama_embed_staging (id, embedding, text, fields, n_tokens) FROM STDIN (FORMAT binary)",
+            "COPY llama_embed_staging (id, embedding, text, fields, n_tokens, key) FROM STDIN (FORMAT binary)",
         )?;
         let types = [
             Type::TEXT,
@@ -923,6 +965,7 @@ impl PgStore {
             Type::TEXT,
             Type::JSONB,
             Type::INT4,
+            Type::TEXT,
         ];
         let mut w = BinaryCopyInWriter::new(sink, &types);
         for r in items {
@@ -930,7 +973,7 @@ impl PgStore {
             let v = pgvector::Vector::from(r.embedding.clone());
             let fields: Option<Value> = fields_value(r);
             let n = r.n_tokens as i32;
-            w.write(&[&id, &v, &r.text, &fields, &n])?;
+            w.write(&[&id, &v, &r.text, &fields, &n, &r.key])?;
         }
         w.finish()?;
         for r in items {
@@ -948,12 +991,12 @@ impl PgStore {
         let mut tx = self.client.transaction()?;
         tx.execute(
             &format!(
-                "INSERT INTO {t} (id, model, embedding, text, fields, n_tokens)
-                 SELECT DISTINCT ON (id) id, $1, embedding, text, fields, n_tokens
+                "INSERT INTO {t} (id, model, embedding, text, fields, n_tokens, key)
+                 SELECT DISTINCT ON (id) id, $1, embedding, text, fields, n_tokens, key
                  FROM llama_embed_staging ORDER BY id, seq DESC
                  ON CONFLICT (id, model) DO UPDATE SET embedding = excluded.embedding,
                      text = excluded.text, fields = excluded.fields,
-                     n_tokens = excluded.n_tokens, updated_at = now()"
+                     n_tokens = excluded.n_tokens, key = excluded.key, updated_at = now()"
             ),
             &[&self.model_sha256],
         )?;

@@ -71,6 +71,9 @@ pub struct BatchConfig {
     /// Split each text into chunks of at most this many tokens (one vector each); `None`
     /// (default): one vector per text, truncated or refused past `max_tokens`.
     pub chunking: Option<ChunkConfig>,
+    /// Give every result its content key (`key.rs`) made with these settings (canonical
+    /// JSON: `VectorSettings::key_settings`); `None` (default): no keys.
+    pub key_settings: Option<String>,
 }
 
 impl Default for BatchConfig {
@@ -93,6 +96,7 @@ impl Default for BatchConfig {
             mode: EngineMode::Exact,
             token_align: crate::engine::TOKEN_ALIGN,
             chunking: None,
+            key_settings: None,
         }
     }
 }
@@ -163,6 +167,12 @@ impl BatchConfig {
         } else {
             ErrorStrategy::StopOnFirst
         };
+        self
+    }
+
+    /// Content keys for every result (see [`BatchConfig::key_settings`]).
+    pub fn with_key_settings(mut self, settings: Option<String>) -> Self {
+        self.key_settings = settings;
         self
     }
 

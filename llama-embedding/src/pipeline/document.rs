@@ -39,6 +39,11 @@ fn document_row(chunks: Vec<EmbeddingResult>, normalize: Normalize) -> Embedding
             .collect::<Vec<_>>()
             .join("\n")
     });
+    let key = chunks
+        .iter()
+        .map(|c| c.key.as_deref())
+        .collect::<Option<Vec<&str>>>()
+        .map(crate::key::document_key);
     let mut chunks = chunks.into_iter();
     let head = chunks.next().expect("an item has a chunk");
     EmbeddingResult {
@@ -51,6 +56,7 @@ fn document_row(chunks: Vec<EmbeddingResult>, normalize: Normalize) -> Embedding
         extra: head.extra,
         text,
         chunk: None,
+        key,
     }
 }
 
@@ -69,6 +75,7 @@ mod tests {
             n_chars: 5,
             extra: None,
             text: None,
+            key: None,
             chunk: Some(Chunk {
                 parent_id: ItemId::Str("doc".into()),
                 chunk: k,

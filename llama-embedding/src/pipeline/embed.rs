@@ -98,6 +98,7 @@ fn outcomes(segments: Vec<Done>, reply: Reply) -> Msg {
                         extra: meta.extra,
                         text: meta.text,
                         chunk: meta.chunk,
+                        key: meta.key,
                     };
                     (key, ItemOutcome::Embedded(r))
                 })

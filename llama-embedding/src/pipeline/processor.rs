@@ -315,6 +315,7 @@ impl BatchProcessor {
             window: c.window,
             sort_by_length: c.sort_by_length,
             chunking: c.chunking,
+            keys: c.key_settings.as_deref().map(crate::key::KeyMaker::new),
         };
         let dispatch = Dispatch {
             engine: engine.clone(),

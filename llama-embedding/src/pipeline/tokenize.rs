@@ -17,6 +17,7 @@ use crate::chunk::{self, ChunkConfig};
 use crate::engine::{aligned_len_to, Backend};
 use crate::error::{ItemError, ItemErrorKind};
 use crate::item::{Chunk, ItemFailure, ItemId, ItemOutcome, Position, SourceItem};
+use crate::key::KeyMaker;
 use crate::model::EmbedOptions;
 
 /// One part of an item, tokenised, on its way to an engine thread.
@@ -42,6 +43,8 @@ pub(crate) struct ItemMeta {
     pub position: Option<Position>,
     /// The chunk's place in its item, in a chunked run.
     pub chunk: Option<Chunk>,
+    /// The content key, when the run makes them.
+    pub key: Option<String>,
 }
 
 impl Packable for Segment {
@@ -67,9 +70,15 @@ pub(crate) struct Tokenizer {
     pub window: usize,
     pub sort_by_length: bool,
     pub chunking: Option<ChunkConfig>,
+    pub keys: Option<KeyMaker>,
 }
 
 impl Tokenizer {
+    fn key(&self, text: &str) -> Option<String> {
+        let prefix = self.embed.prefix.as_deref();
+        self.keys.as_ref().map(|k| k.text(prefix, text))
+    }
+
     /// The segments of one item, or its failure.
     fn segments(&self, index: u64, item: SourceItem) -> Result<Vec<Segment>, Box<ItemFailure>> {
         let text = match item.text {
@@ -85,6 +94,7 @@ impl Tokenizer {
                 text: None,
                 position: item.position,
                 chunk: None,
+                key: None,
             };
             return self
                 .chunks(index, &text, config, &base)
@@ -103,6 +113,7 @@ impl Tokenizer {
                 truncated: tk.truncated,
                 n_chars: text.chars().count(),
                 extra: item.extra,
+                key: self.key(&text),
                 text: self.keep_text.then_some(text),
                 position: item.position,
                 chunk: None,
@@ -162,6 +173,7 @@ impl Tokenizer {
                     truncated: false,
                     n_chars: c1 - c0,
                     extra: base.extra.clone(),
+                    key: self.chunk_key(text, r.clone(), config.late),
                     text: self.keep_text.then(|| text[r].to_string()),
                     position: base.position,
                     chunk: Some(chunk),
@@ -173,6 +185,17 @@ impl Tokenizer {
             return Ok(self.late_windows(text, out));
         }
         Ok(out)
+    }
+
+    /// A chunk's key: over its own text, or late-chunked over its item's text and its place.
+    fn chunk_key(&self, text: &str, r: Range<usize>, late: bool) -> Option<String> {
+        let prefix = self.embed.prefix.as_deref();
+        let keys = self.keys.as_ref()?;
+        Some(if late {
+            keys.late(prefix, text, r)
+        } else {
+            keys.text(prefix, &text[r])
+        })
     }
 
     /// The chunk spans of `text`, and the tokens of every span measured on the way (the

@@ -300,7 +300,7 @@ impl Serialize for VectorRepr<'_> {
     }
 }
 
-const RESERVED: [&str; 4] = ["id", "embedding", "n_tokens", "truncated"];
+const RESERVED: [&str; 5] = ["id", "embedding", "n_tokens", "truncated", "key"];
 /// A chunk row's own fields, which kept fields of the same name do not overwrite.
 pub const CHUNK_FIELDS: [&str; 7] = [
     "parent_id",
@@ -322,6 +322,9 @@ pub struct OutputRecord<'a> {
     pub embedding: VectorRepr<'a>,
     pub n_tokens: usize,
     pub truncated: bool,
+    /// The content key (`crate::key`), when the run makes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<&'a str>,
     #[serde(flatten)]
     pub fields: serde_json::Map<String, Value>,
 }
@@ -342,6 +345,7 @@ impl<'a> OutputRecord<'a> {
             embedding: VectorRepr::new(&r.embedding, dtype),
             n_tokens: r.n_tokens,
             truncated: r.truncated,
+            key: r.key.as_deref(),
             fields,
         }
     }

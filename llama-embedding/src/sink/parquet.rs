@@ -1,7 +1,7 @@
 //! `parquet` output: `id` (string), `n_tokens` (uint32), `truncated` (bool), `embedding`
 //! (fixed-size list of float32, the model's dimension), and in a chunked run `parent_id`
 //! (string), `chunk`, `n_chunks` (uint32), `byte_start`, `byte_end`, `char_start`, `char_end`
-//! (uint64); readable by DuckDB, pandas/pyarrow and LanceDB. A Parquet file cannot be appended to after a crash (its footer is at the end), so
+//! (uint64), then `key` (string, null without content keys); readable by DuckDB, pandas/pyarrow and LanceDB. A Parquet file cannot be appended to after a crash (its footer is at the end), so
 //! every checkpoint writes the rows since the last one as a complete part file in
 //! `NAME.parts/`; `finish` concatenates the parts into `NAME`, and the parts are removed only
 //! once the checkpoint naming `NAME` is durable (`cleanup`): a crash in between resumes from
@@ -48,6 +48,7 @@ fn schema(dims: usize, chunked: bool) -> SchemaRef {
             fields.push(Field::new(name, DataType::UInt64, false));
         }
     }
+    fields.push(Field::new("key", DataType::Utf8, true));
     Arc::new(Schema::new(fields))
 }
 
@@ -88,6 +89,7 @@ pub struct ParquetSink {
     n_tokens: Vec<u32>,
     truncated: Vec<bool>,
     values: Vec<f32>,
+    keys: Vec<Option<String>>,
     /// The rows' chunks, in a chunked run.
     chunks: Option<Vec<Chunk>>,
     rows: u64,
@@ -143,6 +145,7 @@ impl ParquetSink {
             n_tokens: Vec::new(),
             truncated: Vec::new(),
             values: Vec::new(),
+            keys: Vec::new(),
             chunks: chunked.then(Vec::new),
             rows: state.map_or(0, |s| s.rows),
             finished: false,
@@ -166,6 +169,7 @@ impl ParquetSink {
         if let Some(chunks) = self.chunks.as_mut() {
             columns.extend(chunk_columns(&std::mem::take(chunks)));
         }
+        columns.push(Arc::new(StringArray::from(std::mem::take(&mut self.keys))));
         RecordBatch::try_new(self.schema.clone(), columns)
             .map(Some)
             .map_err(pq)
@@ -197,6 +201,7 @@ impl Sink for ParquetSink {
             self.n_tokens.push(r.n_tokens as u32);
             self.truncated.push(r.truncated);
             self.values.extend_from_slice(&r.embedding);
+            self.keys.push(r.key.clone());
             if let Some(chunks) = self.chunks.as_mut() {
                 let c = r
                     .chunk
@@ -302,6 +307,7 @@ mod tests {
             extra: None,
             text: None,
             chunk: None,
+            key: None,
         }
     }
 
