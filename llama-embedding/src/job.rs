@@ -340,64 +340,8 @@ pub fn run_job(
     .to_string_lossy()
     .into_owned();
 
-    let mut verify_skipped = None;
-    let (mut meta, checkpoint) = if resume {
-        let mut meta = load_metadata(&dir)?;
-        check_resumable(&meta.vectors, &settings)?;
-        if meta.status == RunState::Completed {
-            return Err(Error::Config(format!(
-                "{} is already complete; nothing to resume",
-                dir.display()
-            )));
-        }
-        verify_skipped = check_input_unchanged(&mut meta)?;
-        let (cp, note) = rundir::load_checkpoint(&dir)?;
-        if let Some(n) = note {
-            eprintln!("llama-embed: {n}");
-        }
-        (meta, cp)
-    } else {
-        if dir.join(rundir::METADATA).exists() {
-            return Err(Error::Config(format!(
-                "{} already holds a run; resume it with --resume {0}, or choose another --run-dir",
-                dir.display()
-            )));
-        }
-        let now = rundir::now();
-        let meta = Metadata {
-            format_version: 1,
-            tool: format!("llama-embed {}", env!("CARGO_PKG_VERSION")),
-            status: RunState::Running,
-            started_at: now.clone(),
-            updated_at: now,
-            finished_at: None,
-            input: job.input.clone(),
-            input_sha256: input_sha256(&job.input, &job.input_spec)?,
-            input_spec: job.input_spec.clone(),
-            selection: job.selection.clone(),
-            total: job.total,
-            model_path: job.model.path().to_path_buf(),
-            model_source: job.model_source.clone(),
-            model: job.model.facts().clone(),
-            vectors: settings.clone(),
-            output_format: job.output_format,
-            output_file: output_file.clone(),
-            file_output: job.file_output,
-            store: job.store.clone(),
-            store_text: job.config.keep_text,
-            dtype: job.dtype,
-            workers: job.config.workers,
-            threads: job.config.threads(),
-            error_strategy: job.config.error_strategy,
-            resumes: 0,
-            stats: BatchStats::default(),
-            message: None,
-            version: job.version.clone(),
-            input_prefix: None,
-        };
-        rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
-        (meta, None)
-    };
+    let (mut meta, checkpoint, verify_skipped) =
+        start_metadata(&job, &dir, resume, &settings, &output_file)?;
     // A resume uses the stored input description and output choice.
     let (input, input_spec, selection, format, dtype, output_file) = if resume {
         meta.resumes += 1;
@@ -434,64 +378,18 @@ pub fn run_job(
         "started_at": meta.started_at,
         "settings": settings,
     });
-    let dims = job.model.dimensions();
-    let output_path = PathBuf::from(&output_file);
-    let out_dir = output_path
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let out_name = output_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| Error::Config(format!("{output_file} is not a file path")))?;
-    std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+    let (sinks, output_path) = open_outputs(
+        &job,
+        &meta,
+        &settings,
+        (format, dtype, &output_file),
+        &job_json,
+        checkpoint.as_ref(),
+    )?;
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e| Error::io(p, e)
     };
-    let mut sinks: Vec<(PathBuf, Box<dyn Sink>)> = Vec::new();
-    if meta.file_output && output_file == STDOUT {
-        let state = checkpoint.as_ref().map(|c| &c.output);
-        sinks.push((output_path.clone(), Box::new(StdoutSink::new(dtype, state))));
-    } else if meta.file_output {
-        sinks.push((
-            output_path.clone(),
-            open_sink(
-                format,
-                &out_dir,
-                &out_name,
-                RowShape {
-                    dims,
-                    dtype,
-                    chunked: meta.vectors.chunking.is_some_and(|c| c.chunk_rows()),
-                },
-                &job_json,
-                checkpoint.as_ref().map(|c| &c.output),
-            )
-            .map_err(io(&output_path))?,
-        ));
-    }
-    if let Some(spec) = &meta.store {
-        if dtype != Dtype::F32 {
-            return Err(Error::Config(format!(
-                "stores keep float32 vectors; --dtype {dtype:?} applies to files only"
-            )));
-        }
-        let model = StoreModel {
-            model_sha256: settings.model_sha256.clone(),
-            model_path: job.model.path().to_path_buf(),
-            dims,
-            settings: crate::store::store_settings(&settings),
-        };
-        sinks.push((
-            PathBuf::from(spec.display()),
-            crate::store::open_store_sink(spec, &model, checkpoint.as_ref().map(|c| &c.output))?,
-        ));
-    }
-    if sinks.is_empty() {
-        return Err(Error::Config(
-            "the run has neither an output file nor a store".into(),
-        ));
-    }
     let errors = ErrorFile::open(&dir, rundir::ERRORS, checkpoint.as_ref().map(|c| &c.errors))
         .map_err(io(&dir.join(rundir::ERRORS)))?;
     let before = checkpoint.clone().unwrap_or_default();
@@ -525,72 +423,18 @@ pub fn run_job(
     if let Some(cb) = progress {
         processor.set_progress_callback(cb);
     }
-    let window = job.config.window as u64;
     let total = meta.total;
     let mut run =
         processor.process_items_from(source, total.map(|t| t.saturating_sub(start)), start)?;
 
-    let mut since_save = Instant::now();
-    let mut items_since_save = 0u64;
-    let mut end = JobEnd::Completed;
-    let mut fatal: Option<Error> = None;
-    loop {
-        let Some(outcome) = run.next() else { break };
-        // A chunked item's rows come one chunk at a time: its state and any checkpoint wait
-        // for its last chunk, so a checkpoint never splits an item.
-        let ends_item = outcome.as_ref().is_ok_and(ItemOutcome::ends_item);
-        if let (Ok(o), true) = (&outcome, ends_item) {
-            out.rows.push(ItemRow::of(o));
-        }
-        match outcome {
-            Ok(ItemOutcome::Embedded(r)) => {
-                out.pending.push(r);
-                if out.pending.len() >= 256 {
-                    out.write_pending()?;
-                }
-            }
-            Ok(ItemOutcome::Failed(f)) => out
-                .errors
-                .write(&f)
-                .map_err(io(&dir.join(rundir::ERRORS)))?,
-            Err(e) => {
-                let (e, ended_early) = name_input_error(e, &meta.input, run.emitted());
-                if ended_early {
-                    meta.input_prefix = prefix_of(&meta, last.items_done);
-                }
-                fatal = Some(e);
-                break;
-            }
-        }
-        if !ends_item {
-            continue;
-        }
-        items_since_save += 1;
-        let done = run.emitted();
-        // Checkpoints only at window boundaries: a resume from here batches like the original.
-        if done % window == 0 {
-            let stopping = stop.load(Ordering::Relaxed);
-            let due = job
-                .save_every
-                .map_or(since_save.elapsed() >= job.save_interval, |n| {
-                    items_since_save >= n
-                });
-            if due || stopping {
-                let stats = merged(&before.stats, run.stats());
-                last = out.checkpoint(done, &stats)?;
-                since_save = Instant::now();
-                items_since_save = 0;
-                meta.updated_at = rundir::now();
-                meta.stats = stats;
-                rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
-            }
-            if stopping {
-                end = JobEnd::Interrupted;
-                run.cancel();
-                break;
-            }
-        }
-    }
+    let (mut end, fatal) = drive(
+        &job,
+        &mut run,
+        &mut out,
+        &mut meta,
+        (&before.stats, &mut last),
+        &stop,
+    )?;
     let message = match fatal {
         None => None,
         Some(e @ Error::ErrorLimit { .. }) => {
@@ -644,6 +488,230 @@ pub fn run_job(
         resumed_over: start,
         message,
     })
+}
+
+/// The run's outcomes into its outputs, with a checkpoint (and the metadata) at a window
+/// boundary whenever one is due, until the input ends, `stop` is set or an error ends it:
+/// how it ended, and the error that did.
+fn drive(
+    job: &EmbedJob,
+    run: &mut crate::pipeline::Run,
+    out: &mut Durable,
+    meta: &mut Metadata,
+    (before, last): (&BatchStats, &mut Checkpoint),
+    stop: &AtomicBool,
+) -> Result<(JobEnd, Option<Error>)> {
+    let (dir, window) = (out.dir.clone(), job.config.window as u64);
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| Error::io(p, e)
+    };
+    let mut since_save = Instant::now();
+    let mut items_since_save = 0u64;
+    let mut end = JobEnd::Completed;
+    let mut fatal: Option<Error> = None;
+    loop {
+        let Some(outcome) = run.next() else { break };
+        // A chunked item's rows come one chunk at a time: its state and any checkpoint wait
+        // for its last chunk, so a checkpoint never splits an item.
+        let ends_item = outcome.as_ref().is_ok_and(ItemOutcome::ends_item);
+        if let (Ok(o), true) = (&outcome, ends_item) {
+            out.rows.push(ItemRow::of(o));
+        }
+        match outcome {
+            Ok(ItemOutcome::Embedded(r)) => {
+                out.pending.push(r);
+                if out.pending.len() >= 256 {
+                    out.write_pending()?;
+                }
+            }
+            Ok(ItemOutcome::Failed(f)) => out
+                .errors
+                .write(&f)
+                .map_err(io(&dir.join(rundir::ERRORS)))?,
+            Err(e) => {
+                let (e, ended_early) = name_input_error(e, &meta.input, run.emitted());
+                if ended_early {
+                    meta.input_prefix = prefix_of(meta, last.items_done);
+                }
+                fatal = Some(e);
+                break;
+            }
+        }
+        if !ends_item {
+            continue;
+        }
+        items_since_save += 1;
+        let done = run.emitted();
+        // Checkpoints only at window boundaries: a resume from here batches like the original.
+        if done.is_multiple_of(window) {
+            let stopping = stop.load(Ordering::Relaxed);
+            let due = job
+                .save_every
+                .map_or(since_save.elapsed() >= job.save_interval, |n| {
+                    items_since_save >= n
+                });
+            if due || stopping {
+                let stats = merged(before, run.stats());
+                *last = out.checkpoint(done, &stats)?;
+                since_save = Instant::now();
+                items_since_save = 0;
+                meta.updated_at = rundir::now();
+                meta.stats = stats;
+                rundir::write_checked(&dir.join(rundir::METADATA), &*meta)?;
+            }
+            if stopping {
+                end = JobEnd::Interrupted;
+                run.cancel();
+                break;
+            }
+        }
+    }
+    Ok((end, fatal))
+}
+
+/// A fresh run's metadata, written; or a resumed run's, checked against `settings` and its
+/// input, with its checkpoint and what to verify of the input it skips.
+fn start_metadata(
+    job: &EmbedJob,
+    dir: &Path,
+    resume: bool,
+    settings: &VectorSettings,
+    output_file: &str,
+) -> Result<(Metadata, Option<Checkpoint>, Option<InputPrefix>)> {
+    let mut verify_skipped = None;
+    let (meta, checkpoint) = if resume {
+        let mut meta = load_metadata(dir)?;
+        check_resumable(&meta.vectors, settings)?;
+        if meta.status == RunState::Completed {
+            return Err(Error::Config(format!(
+                "{} is already complete; nothing to resume",
+                dir.display()
+            )));
+        }
+        verify_skipped = check_input_unchanged(&mut meta)?;
+        let (cp, note) = rundir::load_checkpoint(dir)?;
+        if let Some(n) = note {
+            eprintln!("llama-embed: {n}");
+        }
+        (meta, cp)
+    } else {
+        if dir.join(rundir::METADATA).exists() {
+            return Err(Error::Config(format!(
+                "{} already holds a run; resume it with --resume {0}, or choose another --run-dir",
+                dir.display()
+            )));
+        }
+        let now = rundir::now();
+        let meta = Metadata {
+            format_version: 1,
+            tool: format!("llama-embed {}", env!("CARGO_PKG_VERSION")),
+            status: RunState::Running,
+            started_at: now.clone(),
+            updated_at: now,
+            finished_at: None,
+            input: job.input.clone(),
+            input_sha256: input_sha256(&job.input, &job.input_spec)?,
+            input_spec: job.input_spec.clone(),
+            selection: job.selection.clone(),
+            total: job.total,
+            model_path: job.model.path().to_path_buf(),
+            model_source: job.model_source.clone(),
+            model: job.model.facts().clone(),
+            vectors: settings.clone(),
+            output_format: job.output_format,
+            output_file: output_file.to_string(),
+            file_output: job.file_output,
+            store: job.store.clone(),
+            store_text: job.config.keep_text,
+            dtype: job.dtype,
+            workers: job.config.workers,
+            threads: job.config.threads(),
+            error_strategy: job.config.error_strategy,
+            resumes: 0,
+            stats: BatchStats::default(),
+            message: None,
+            version: job.version.clone(),
+            input_prefix: None,
+        };
+        rundir::write_checked(&dir.join(rundir::METADATA), &meta)?;
+        (meta, None)
+    };
+    Ok((meta, checkpoint, verify_skipped))
+}
+
+/// The outputs and where each writes, as named in errors.
+type Sinks = Vec<(PathBuf, Box<dyn Sink>)>;
+
+/// Opens the run's output file (or stdout) and store, at `checkpoint` for a resume; returns
+/// them and the output file's path.
+fn open_outputs(
+    job: &EmbedJob,
+    meta: &Metadata,
+    settings: &VectorSettings,
+    (format, dtype, output_file): (OutputFormat, Dtype, &str),
+    job_json: &serde_json::Value,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<(Sinks, PathBuf)> {
+    let dims = job.model.dimensions();
+    let output_path = PathBuf::from(&output_file);
+    let out_dir = output_path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let out_name = output_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::Config(format!("{output_file} is not a file path")))?;
+    std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| Error::io(p, e)
+    };
+    let mut sinks: Sinks = Vec::new();
+    if meta.file_output && output_file == STDOUT {
+        let state = checkpoint.map(|c| &c.output);
+        sinks.push((output_path.clone(), Box::new(StdoutSink::new(dtype, state))));
+    } else if meta.file_output {
+        sinks.push((
+            output_path.clone(),
+            open_sink(
+                format,
+                &out_dir,
+                &out_name,
+                RowShape {
+                    dims,
+                    dtype,
+                    chunked: meta.vectors.chunking.is_some_and(|c| c.chunk_rows()),
+                },
+                job_json,
+                checkpoint.map(|c| &c.output),
+            )
+            .map_err(io(&output_path))?,
+        ));
+    }
+    if let Some(spec) = &meta.store {
+        if dtype != Dtype::F32 {
+            return Err(Error::Config(format!(
+                "stores keep float32 vectors; --dtype {dtype:?} applies to files only"
+            )));
+        }
+        let model = StoreModel {
+            model_sha256: settings.model_sha256.clone(),
+            model_path: job.model.path().to_path_buf(),
+            dims,
+            settings: crate::store::store_settings(settings),
+        };
+        sinks.push((
+            PathBuf::from(spec.display()),
+            crate::store::open_store_sink(spec, &model, checkpoint.map(|c| &c.output))?,
+        ));
+    }
+    if sinks.is_empty() {
+        return Err(Error::Config(
+            "the run has neither an output file nor a store".into(),
+        ));
+    }
+    Ok((sinks, output_path))
 }
 
 /// The run's outputs, the file and/or the store, each with the name its errors carry (so a
