@@ -62,6 +62,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bring a store to what a fresh run of INPUT would write, embedding only the texts whose
+    /// content keys it lacks: added, changed, unchanged and removed ids are counted; --prune
+    /// deletes the removed ones.
+    Sync(Box<SyncArgs>),
     /// Write a store's rows (id, content key, vector, kept text and fields), sorted by id, to a
     /// file in any output format: to check a store, compare two, or copy one.
     Export {
@@ -382,34 +386,8 @@ pub struct EmbedArgs {
     #[arg(long, requires = "chunk_tokens")]
     pub late_chunking: bool,
 
-    /// Most bytes one item (a line, a record, a file of a directory) may hold in memory; a larger
-    /// one is a failed item (too_long) and the run goes on. Default 8 MiB.
-    #[arg(long, value_name = "BYTES")]
-    pub max_item_bytes: Option<usize>,
-    /// A directory INPUT: only the files whose path under it matches (shell rules: `*` stays in
-    /// one folder, `**/` spans folders: '**/*.md'). Repeat for several patterns.
-    #[arg(long, value_name = "GLOB")]
-    pub glob: Vec<String>,
-    /// Input format: text, jsonl, json, csv, tsv (default: from the extension), or files (one
-    /// item per file: the default for a directory, id = the path under it; .gitignore and
-    /// hidden files are skipped, binary files are failed items).
-    #[arg(long)]
-    pub input_format: Option<String>,
-    /// JSONL/JSON: the field holding the text (nested: a.b); CSV/TSV: the column.
-    #[arg(long, default_value = "text")]
-    pub text_field: String,
-    /// The field or column holding each item's id (default: the 0-based item number).
-    #[arg(long)]
-    pub id_field: Option<String>,
-    /// Build the text from fields: "{title}\n\n{body}" (nested: {a__b}).
-    #[arg(long)]
-    pub template: Option<String>,
-    /// Fields copied to the output (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub keep_fields: Vec<String>,
-    /// Plain text: lines starting with # are comments.
-    #[arg(long)]
-    pub comments: bool,
+    #[command(flatten)]
+    pub inputs: InputArgs,
     /// First item (0-based).
     #[arg(long)]
     pub start: Option<u64>,
@@ -497,6 +475,64 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT: seconds to finish the open requests before exiting.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_s: u64,
+}
+
+/// How the input is read (`embed`, `sync`).
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Most bytes one item (a line, a record, a file of a directory) may hold in memory; a larger
+    /// one is a failed item (too_long) and the run goes on. Default 8 MiB.
+    #[arg(long, value_name = "BYTES")]
+    pub max_item_bytes: Option<usize>,
+    /// A directory INPUT: only the files whose path under it matches (shell rules: `*` stays in
+    /// one folder, `**/` spans folders: '**/*.md'). Repeat for several patterns.
+    #[arg(long, value_name = "GLOB")]
+    pub glob: Vec<String>,
+    /// Input format: text, jsonl, json, csv, tsv (default: from the extension), or files (one
+    /// item per file: the default for a directory, id = the path under it; .gitignore and
+    /// hidden files are skipped, binary files are failed items).
+    #[arg(long)]
+    pub input_format: Option<String>,
+    /// JSONL/JSON: the field holding the text (nested: a.b); CSV/TSV: the column.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// The field or column holding each item's id (default: the 0-based item number).
+    #[arg(long)]
+    pub id_field: Option<String>,
+    /// Build the text from fields: "{title}\n\n{body}" (nested: {a__b}).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Fields copied to the output (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub keep_fields: Vec<String>,
+    /// Plain text: lines starting with # are comments.
+    #[arg(long)]
+    pub comments: bool,
+}
+
+/// `llama-embed sync`.
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    /// Input file or directory; the same formats as `embed`.
+    pub input: String,
+    /// The store to bring up to date: sqlite:PATH.db or postgres://…?table=NAME.
+    #[arg(long, value_name = "STORE")]
+    pub store: String,
+    /// Delete the ids no longer in the input (without it they are only listed and counted).
+    #[arg(long)]
+    pub prune: bool,
+    /// Keep each item's text in the store.
+    #[arg(long)]
+    pub store_text: bool,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Write the counts as JSON to this file.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
 }
 
 /// The engine's flags: the batch plan and the mode (`embed`, `serve`).

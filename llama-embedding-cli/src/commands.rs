@@ -11,7 +11,7 @@ use llama_embedding::resolve;
 use llama_embedding::sink::{stdout_refusal, Dtype, OutputFormat};
 use llama_embedding::{BatchConfig, EmbedOptions, EmbeddingModel, ErrorStrategy, LoadOptions};
 
-use crate::args::{EmbedArgs, ModelArgs, ModelCommand, SearchArgs};
+use crate::args::{EmbedArgs, InputArgs, ModelArgs, ModelCommand, SearchArgs};
 use llama_embedding::store::{self, StoreSpec};
 use llama_embedding::versions::{self, VersionInfo};
 
@@ -69,28 +69,11 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
             bail!("output folder {} does not exist", parent.display());
         }
     }
-    let input_format = match &a.input_format {
-        Some(f) => f.parse().map_err(anyhow::Error::msg)?,
-        None => InputFormat::from_path(&input),
+    let mut input_spec = match input_spec(&a.inputs, &input) {
+        Ok(spec) => spec,
+        Err(e) if e.is::<Usage>() => return usage(e),
+        Err(e) => return Err(e),
     };
-    let mut input_spec = InputSpec {
-        format: input_format,
-        text_field: a.text_field.clone(),
-        id_field: a.id_field.clone(),
-        template: a.template.clone(),
-        keep_fields: a.keep_fields.clone(),
-        comments: a.comments,
-        globs: a.glob.clone(),
-        ..InputSpec::default()
-    };
-    if let Some(n) = a.max_item_bytes {
-        input_spec.max_record_bytes = n;
-    }
-    if !input_spec.globs.is_empty() && input_format != InputFormat::Files {
-        return usage(format!(
-            "--glob selects files of a directory INPUT; {input} is not one"
-        ));
-    }
     let (shard, shard_source) = match shard_from(&a)? {
         Some((s, src)) => (Some(s), Some(src)),
         None => (None, None),
@@ -654,6 +637,37 @@ pub fn export(store: &str, output: &Path, format: Option<&str>, dtype: &str) -> 
         output.display()
     );
     Ok(EXIT_OK)
+}
+
+/// The input description the input flags give for `input`.
+///
+/// # Errors
+/// An unknown format; [`Usage`] for --glob on a file.
+pub fn input_spec(a: &InputArgs, input: &str) -> Result<InputSpec> {
+    let format = match &a.input_format {
+        Some(f) => f.parse().map_err(anyhow::Error::msg)?,
+        None => InputFormat::from_path(input),
+    };
+    let mut spec = InputSpec {
+        format,
+        text_field: a.text_field.clone(),
+        id_field: a.id_field.clone(),
+        template: a.template.clone(),
+        keep_fields: a.keep_fields.clone(),
+        comments: a.comments,
+        globs: a.glob.clone(),
+        ..InputSpec::default()
+    };
+    if let Some(n) = a.max_item_bytes {
+        spec.max_record_bytes = n;
+    }
+    if !spec.globs.is_empty() && format != InputFormat::Files {
+        return Err(Usage(format!(
+            "--glob selects files of a directory INPUT; {input} is not one"
+        ))
+        .into());
+    }
+    Ok(spec)
 }
 
 /// A store named on the command line: a spec, or a run directory that wrote one.

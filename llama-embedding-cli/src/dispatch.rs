@@ -5,7 +5,7 @@ use llama_embedding::BatchConfig;
 
 use crate::args::{Cli, Command};
 use crate::common::{embed_options, engine_mode, load_model};
-use crate::{bench, bench_models, commands, runs, serve_cmd};
+use crate::{bench, bench_models, commands, runs, serve_cmd, sync_cmd};
 
 pub fn run(cli: Cli) -> Result<u8> {
     if let Some(v) = cli.cpu_variant.as_deref().filter(|v| *v != "auto") {
@@ -18,6 +18,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Model(m) => commands::model(m),
         Command::Search(a) => commands::search(a),
         Command::Serve(a) => serve_cmd::serve(*a),
+        Command::Sync(a) => sync_cmd::sync(*a),
         Command::Export {
             store,
             output,

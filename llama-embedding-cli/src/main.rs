@@ -15,6 +15,7 @@ mod kernels_cmd;
 mod progress;
 mod runs;
 mod serve_cmd;
+mod sync_cmd;
 
 use std::process::ExitCode;
 

@@ -62,6 +62,10 @@ pub mod skip;
 pub mod stats;
 #[cfg(feature = "engine")]
 pub mod store;
+#[cfg(feature = "engine")]
+pub mod store_keys;
+#[cfg(feature = "engine")]
+pub mod sync;
 pub mod tiny_bert;
 #[cfg(feature = "engine")]
 pub mod vectors;

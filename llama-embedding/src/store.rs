@@ -210,8 +210,37 @@ fn settings_refusal(place: &str, stored: &Value, now: &Value) -> Error {
         ));
     }
     Error::Config(format!(
-        "{place} holds vectors made with other settings ({stored}); store this run elsewhere"
+        "{place} holds vectors made with other settings ({}); store this run elsewhere",
+        differences(stored, now).join(", ")
     ))
+}
+
+/// The settings that differ, as `name: THERE there, HERE here` (`embed.*` by its own names).
+fn differences(stored: &Value, now: &Value) -> Vec<String> {
+    let flat = |v: &Value| -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        for (k, x) in v.as_object().into_iter().flatten() {
+            match x.as_object() {
+                Some(inner) => out.extend(inner.iter().map(|(k2, y)| (k2.clone(), y.clone()))),
+                None => out.push((k.clone(), x.clone())),
+            }
+        }
+        out
+    };
+    let (there, here) = (flat(stored), flat(now));
+    let get = |list: &[(String, Value)], k: &str| {
+        list.iter()
+            .find(|(n, _)| n == k)
+            .map_or(Value::Null, |(_, v)| v.clone())
+    };
+    let mut names: Vec<&String> = there.iter().chain(&here).map(|(k, _)| k).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter(|k| get(&there, k) != get(&here, k))
+        .map(|k| format!("{k}: {} there, {} here", get(&there, k), get(&here, k)))
+        .collect()
 }
 
 /// One search hit.
