@@ -600,3 +600,33 @@ fn rows_model_sha(run: &Path) -> String {
         serde_json::from_str(&std::fs::read_to_string(run.join("metadata.json")).unwrap()).unwrap();
     m["vectors"]["model_sha256"].as_str().unwrap().to_string()
 }
+
+#[test]
+fn a_request_past_its_timeout_is_answered_503_and_its_texts_dropped() {
+    let Some(r) = reference() else { return };
+    let server = Server::start(&["-m", &model_arg(r), "--request-timeout-ms", "300"]);
+    let tei = format!("{}/embed", server.url);
+    let (s, retry, e) = post(
+        &agent(),
+        &tei,
+        &json!({"inputs": long_texts(64)}).to_string(),
+    );
+    assert_eq!(
+        (s, retry.as_deref(), e["error_type"].as_str()),
+        (503, Some("1"), Some("Overloaded")),
+        "{e}"
+    );
+    assert!(
+        e["error"].as_str().unwrap().contains("longer than 0.3 s"),
+        "{e}"
+    );
+    let timeout = r#"te_request_failure_total{route="/embed",err="timeout"}"#;
+    assert_eq!(metric(&server, timeout), 1.0);
+    assert_eq!(metric(&server, "te_request_cancelled_total"), 1.0);
+    wait_for("an empty queue", || metric(&server, "te_queue_size") == 0.0);
+    assert!(
+        metric(&server, "te_batch_next_size_sum") < 64.0,
+        "the timed-out texts ran"
+    );
+    assert_eq!(check_request(&agent(), &server.url, r, 2, 0..2), 2);
+}

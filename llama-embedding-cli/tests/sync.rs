@@ -216,3 +216,64 @@ fn sync_leaves_a_postgres_table_as_a_fresh_run() {
     let fresh = format!("{}?table=fresh", pg.url());
     story(&dir, &store, &fresh, &env);
 }
+
+/// kill -9 at several moments of a sync, then one to the end: the store is the fresh run's.
+#[test]
+fn a_sync_killed_at_random_moments_converges_to_a_fresh_store() {
+    let Some(model) = minilm("sync kill") else {
+        return;
+    };
+    let dir = temp("sync-kill");
+    let items: Items = corpus(2000)
+        .lines()
+        .enumerate()
+        .map(|(i, t)| (format!("d{i}"), format!("{t} [{i}]")))
+        .collect();
+    let input = dir.join("in.jsonl");
+    write_corpus(&input, &items);
+    let store = format!("sqlite:{}", dir.join("s.db").display());
+    let mut kills = 0;
+    for delay_ms in [1200, 2500, 1800, 3100] {
+        let mut child = bin()
+            .args(["sync", "-m"])
+            .arg(&model)
+            .arg(&input)
+            .args(["--store", &store, "--store-text", "--id-field", "id"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(kills >= 2, "only {kills} kills landed mid-sync");
+    let s = sync(&store, &input, &dir.join("s.json"), &[], &[]);
+    assert!(s["unchanged"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(
+        s["embedded"].as_u64().unwrap() + s["unchanged"].as_u64().unwrap(),
+        2000,
+        "{s}"
+    );
+    let fresh = format!("sqlite:{}", dir.join("fresh.db").display());
+    let o = run(bin()
+        .args(["embed", "-q", "-m"])
+        .arg(&model)
+        .arg(&input)
+        .args([
+            "--store",
+            &fresh,
+            "--store-text",
+            "--id-field",
+            "id",
+            "--run-dir",
+        ])
+        .arg(dir.join("fresh-run")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = export(&store, &dir.join("synced.jsonl"), &[]);
+    let want = export(&fresh, &dir.join("fresh.jsonl"), &[]);
+    assert_same_bytes(&got, &want, "the store after killed syncs");
+    eprintln!("{kills} kills landed mid-sync");
+}
