@@ -316,9 +316,15 @@ fn long_texts(n: usize) -> Vec<String> {
 #[test]
 fn refusals_have_each_apis_shape_and_are_counted() {
     let Some(r) = reference() else { return };
+    // One engine thread of one CPU thread: 64 long texts keep it busy for several seconds,
+    // wide enough a window for the full-queue checks on a loaded machine.
     let server = Server::start(&[
         "-m",
         &model_arg(r),
+        "--workers",
+        "1",
+        "--threads",
+        "1",
         "--max-inputs",
         "64",
         "--max-queue",
