@@ -90,7 +90,7 @@ fn sqlite_rows(
             r.get(2).map_err(err)?,
             fields.as_deref(),
             r.get(4).map_err(err)?,
-            floats(&blob),
+            store::vector_from_bytes(&blob),
         ));
         n += 1;
         if batch.len() == BATCH {
@@ -102,12 +102,6 @@ fn sqlite_rows(
         each(&batch).map_err(|e| Error::io(path, e))?;
     }
     Ok(n)
-}
-
-fn floats(blob: &[u8]) -> Vec<f32> {
-    blob.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 fn pg_rows(

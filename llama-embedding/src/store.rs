@@ -264,6 +264,13 @@ fn vector_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// A vector stored by [`vector_bytes`] (`export.rs`, `store_keys.rs` read them back).
+pub(crate) fn vector_from_bytes(blob: &[u8]) -> Vec<f32> {
+    blob.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 /// The row's kept fields, and for a chunk its `parent_id`, `chunk`, `n_chunks` and spans.
 fn fields_value(r: &EmbeddingResult) -> Option<Value> {
     let Some(c) = &r.chunk else {

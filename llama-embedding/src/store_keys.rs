@@ -81,10 +81,7 @@ impl KeyLookup {
                     .optional()
                     .map_err(err)?;
                 Ok(row.map(|(n, blob)| {
-                    let v = blob
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect();
+                    let v = store::vector_from_bytes(&blob);
                     (v, usize::try_from(n).unwrap_or(0))
                 }))
             }
