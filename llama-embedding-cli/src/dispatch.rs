@@ -41,7 +41,12 @@ pub fn run(cli: Cli) -> Result<u8> {
                 return bench_models::bench_models(*a, config, load);
             }
             let (model, _) = load_model(a.model.model.as_deref(), &a.model, true)?;
-            bench::bench(*a, model, config)
+            let embed = model.resolve_options(
+                config.embed.clone(),
+                llama_embedding::presets::Role::Document,
+                a.model.force_dimensions,
+            )?;
+            bench::bench(*a, model, config.with_embed(embed))
         }
     }
 }

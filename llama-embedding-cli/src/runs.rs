@@ -9,6 +9,8 @@ use llama_embedding::versions::{self, ListedVersion, RerunJob};
 use llama_embedding::BatchConfig;
 
 use crate::args::{RerunArgs, RunsCommand};
+use llama_embedding::presets::Role;
+
 use crate::common::{embed_options_over, load_model, stop_on_signals, usage};
 use crate::exit::{EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, EXIT_STOPPED_BY_ERRORS};
 
@@ -228,6 +230,7 @@ fn rerun(a: RerunArgs) -> Result<u8> {
     llama_embedding::job::use_recorded_kernels(&base.vectors)?;
     let (model, source) = load_model(Some(&model_spec), &a.model, true)?;
     let embed = embed_options_over(base.vectors.embed.clone(), &a.model)?;
+    let embed = model.resolve_options(embed, Role::Document, a.model.force_dimensions)?;
     let v = &base.vectors;
     let mut config = v
         .apply_to(BatchConfig::default())

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use llama_embedding::job;
+use llama_embedding::presets::Role;
 use llama_embedding::serve::{self, Limits, ServeConfig, Stopped};
 use llama_embedding::store::{self, StoreSpec};
-use llama_embedding::{BatchConfig, EmbedOptions};
+use llama_embedding::{BatchConfig, EmbedOptions, EmbeddingModel};
 
 use crate::args::ServeArgs;
 use crate::commands::store_arg;
@@ -19,6 +20,9 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
     let store = a.store.as_deref().map(store_arg).transpose()?;
     let (model_spec, embed, base) = settings_source(&a, store.as_ref())?;
     let (model, source) = load_model(model_spec.as_deref(), &a.model, true)?;
+    let embed = query_options(&a, embed, &model)?;
+    let mut prompts = model.preset().prompts.clone();
+    prompts.extend(named_prompts(&a.named_prompt)?);
     let config = ServeConfig {
         batch: batch_config(&a, embed, base)?,
         limits: Limits {
@@ -28,7 +32,7 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             request_timeout_ms: a.request_timeout_ms,
             batch_wait_ms: a.batch_wait_ms,
         },
-        prompts: named_prompts(&a.named_prompt)?,
+        prompts,
         store,
         model_name: model_spec.unwrap_or_else(|| {
             let stem = model.path().file_stem().unwrap_or_default();
@@ -106,6 +110,28 @@ fn settings_source(
         embed_options(&a.model)?,
         BatchConfig::default(),
     ))
+}
+
+/// Requests get the model's query prompt by default (or --prompt/--prefix); settings taken
+/// from a run or store keep a free --prefix but not a named document prompt.
+fn query_options(
+    a: &ServeArgs,
+    mut embed: EmbedOptions,
+    model: &EmbeddingModel,
+) -> Result<EmbedOptions> {
+    if embed.prompt.as_deref().is_some_and(|p| p != "none") {
+        embed.prefix = None;
+        embed.prompt = None;
+    }
+    if a.model.prompt.is_some() {
+        embed.prompt = a.model.prompt.clone();
+        embed.prefix = None;
+    }
+    Ok(model.resolve_options(
+        embed,
+        Role::Query,
+        a.model.force_dimensions || a.like.is_some() || a.store.is_some(),
+    )?)
 }
 
 /// The engine plan: the base's, with the flags given (the mode only without --like).

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use llama_embedding::input::Selection;
+use llama_embedding::presets::Role;
 use llama_embedding::store::StoreSpec;
 use llama_embedding::sync::{self, SyncJob, SyncReport};
 use llama_embedding::BatchConfig;
@@ -20,7 +21,12 @@ pub fn sync(a: SyncArgs) -> Result<u8> {
     let store = StoreSpec::parse(&a.store, None)?;
     let input_spec = input_spec(&a.inputs, &a.input)?;
     let (model, _) = load_model(a.model.model.as_deref(), &a.model, true)?;
-    let base = BatchConfig::default().with_embed(embed_options(&a.model)?);
+    let embed = model.resolve_options(
+        embed_options(&a.model)?,
+        Role::Document,
+        a.model.force_dimensions,
+    )?;
+    let base = BatchConfig::default().with_embed(embed);
     let config = thread_flags(plan_flags(base, &a.engine, true)?, &a.engine);
     config.validate()?;
     let job = SyncJob {

@@ -636,3 +636,52 @@ fn a_request_past_its_timeout_is_answered_503_and_its_texts_dropped() {
     );
     assert_eq!(check_request(&agent(), &server.url, r, 2, 0..2), 2);
 }
+
+/// The vector `embed` writes for `text` with `flags`, on `model`.
+fn embedded(model: &Path, text: &str, flags: &[&str], dir: &Path, name: &str) -> Vec<f32> {
+    let input = dir.join(format!("{name}.txt"));
+    std::fs::write(&input, format!("{text}\n")).unwrap();
+    let out = dir.join(format!("{name}.jsonl"));
+    let o = util::run(
+        util::embed_args(model, &input, &out, &dir.join(format!("run-{name}"))).args(flags),
+    );
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    util::vector(&util::jsonl(&out)[0])
+}
+
+#[test]
+fn a_model_with_prompts_is_served_with_its_query_prompt_and_its_named_prompts() {
+    let dir = util::temp("serve-prompts");
+    let model = llama_embedding::fixtures::write_tiny_gemma(&dir.join("m")).unwrap();
+    let text = "the quick brown fox";
+    let as_query = embedded(&model, text, &["--prompt", "query"], &dir, "q");
+    let as_document = embedded(&model, text, &[], &dir, "d");
+    assert_ne!(bits(&as_query), bits(&as_document));
+
+    let server = Server::start(&["-m", &model.to_string_lossy()]);
+    let info: Value = serde_json::from_str(&get(&format!("{}/info", server.url))).unwrap();
+    assert_eq!(
+        info["vector_settings"]["embed"]["prefix"],
+        "task: search result | query: "
+    );
+    assert_eq!(info["prompts"]["document"], "title: none | text: ");
+    // No prompt asked for: the model's query prompt, as `search` uses.
+    let body = json!({"input": [text]}).to_string();
+    let (s, _, answer) = post(&agent(), &format!("{}/v1/embeddings", server.url), &body);
+    assert_eq!(s, 200, "{answer}");
+    assert_eq!(bits(&openai_vectors(&answer)[0]), bits(&as_query));
+    // TEI's prompt_name picks the model's document prompt: the vector `embed` wrote.
+    let body = json!({"inputs": [text], "prompt_name": "document"}).to_string();
+    let (s, _, answer) = post(&agent(), &format!("{}/embed", server.url), &body);
+    assert_eq!(s, 200, "{answer}");
+    assert_eq!(bits(&floats(&answer[0])), bits(&as_document));
+    // An unknown name is TEI's validation error, naming what the model has.
+    let body = json!({"inputs": [text], "prompt_name": "poem"}).to_string();
+    let (s, _, answer) = post(&agent(), &format!("{}/embed", server.url), &body);
+    assert_eq!(s, 422, "{answer}");
+    assert_eq!(answer["error_type"], "Validation", "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("document"),
+        "{answer}"
+    );
+}

@@ -18,6 +18,9 @@ pub enum Error {
          to embed with it anyway, or use an embedding model"
     )]
     NotEmbeddingModel { path: PathBuf, architecture: String },
+    /// A GGUF that would give wrong vectors or abort llama.cpp ([`crate::presets`]).
+    #[error("{path} is refused: {reason}")]
+    ModelRefused { path: PathBuf, reason: String },
     #[error("llama.cpp could not load {path}: {reason}")]
     ModelLoad { path: PathBuf, reason: String },
     /// No CPU kernel variant can be used, or the one asked for cannot.

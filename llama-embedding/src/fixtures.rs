@@ -17,6 +17,42 @@ pub fn write_tiny_bert(dir: &Path) -> Result<PathBuf> {
     crate::tiny_bert::write(dir, &Shape::TINY, ImportType::F32, "tiny-bert.gguf")
 }
 
+/// Writes the tiny random EmbeddingGemma ([`crate::tiny_gemma`]) into `dir` and imports it to
+/// `dir/tiny-gemma.gguf` (f32).
+///
+/// # Errors
+/// I/O errors, or the importer's.
+pub fn write_tiny_gemma(dir: &Path) -> Result<PathBuf> {
+    crate::tiny_gemma::write(dir, ImportType::F32, "tiny-gemma.gguf")
+}
+
+/// Copies the GGUF at `src` to `dst` without the tensors `drop` names and without the metadata
+/// keys `drop_keys` names (a model with a part missing, for the refusal tests).
+///
+/// # Errors
+/// I/O or GGUF errors.
+pub fn copy_gguf_without(src: &Path, dst: &Path, drop: &[&str], drop_keys: &[&str]) -> Result<()> {
+    let g = crate::gguf::GgufFile::read(src)
+        .map_err(|e| crate::error::Error::Config(format!("{}: {e}", src.display())))?;
+    let mut w = crate::gguf::GgufWriter::new();
+    for (k, v) in &g.metadata {
+        if !drop_keys.contains(&k.as_str()) {
+            w.add(k.clone(), v.clone());
+        }
+    }
+    for t in g
+        .tensors
+        .iter()
+        .filter(|t| !drop.contains(&t.name.as_str()))
+    {
+        let data = g
+            .read_tensor(src, &t.name)
+            .map_err(|e| crate::error::Error::io(src, e))?;
+        w.add_tensor(t.name.clone(), t.dims.clone(), t.ggml_type, data);
+    }
+    w.write(dst).map_err(|e| crate::error::Error::io(dst, e))
+}
+
 /// `../shared` beside the workspace (or `LLAMA_EMBED_SHARED`), given a crate's manifest dir.
 pub fn shared_dir(crate_dir: &Path) -> PathBuf {
     std::env::var_os("LLAMA_EMBED_SHARED")

@@ -653,7 +653,7 @@ fn open_outputs(
     job_json: &serde_json::Value,
     checkpoint: Option<&Checkpoint>,
 ) -> Result<(Sinks, PathBuf)> {
-    let dims = job.model.dimensions();
+    let dims = settings.embed.output_dimensions(job.model.dimensions());
     let output_path = PathBuf::from(&output_file);
     let out_dir = output_path
         .parent()

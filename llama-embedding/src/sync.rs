@@ -98,7 +98,7 @@ pub fn sync(job: &SyncJob) -> Result<SyncReport> {
     let model = StoreModel {
         model_sha256: settings.model_sha256.clone(),
         model_path: job.model.path().to_path_buf(),
-        dims: job.model.dimensions(),
+        dims: settings.embed.output_dimensions(job.model.dimensions()),
         settings: store_settings(&settings),
     };
     // Creates the store, or refuses one of another model or other settings.

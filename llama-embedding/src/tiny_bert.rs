@@ -40,9 +40,9 @@ impl Shape {
 }
 
 /// Deterministic xorshift64* in [-0.1, 0.1).
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 impl Rng {
-    fn next(&mut self) -> f32 {
+    pub(crate) fn next(&mut self) -> f32 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -154,21 +154,38 @@ pub fn write(dir: &Path, shape: &Shape, ty: ImportType, file: &str) -> Result<Pa
     w("vocab.txt", vocab.join("\n") + "\n")?;
     w("tokenizer_config.json", r#"{"do_lower_case": true}"#.into())?;
 
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let tensors = tensor_shapes(shape, n_vocab);
+    write_random_safetensors(
+        &dir.join("model.safetensors"),
+        &tensors,
+        0x9E37_79B9_7F4A_7C15,
+        |name| name.ends_with("LayerNorm.weight"),
+    )?;
+    let out = dir.join(file);
+    import_model(dir, &out, ty, "tiny-random-bert")?;
+    Ok(out)
+}
+
+/// Writes `tensors` (name, shape) as an F32 safetensors file of deterministic random values in
+/// [-0.1, 0.1) drawn in order from `seed`; a tensor `around_one` names is 1 + that.
+///
+/// # Errors
+/// I/O errors.
+pub(crate) fn write_random_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>)],
+    seed: u64,
+    around_one: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let mut rng = Rng(seed);
     let mut header = serde_json::Map::new();
     let mut data: Vec<u8> = Vec::new();
-    for (name, shape) in &tensors {
+    for (name, shape) in tensors {
         let n: usize = shape.iter().product();
         let start = data.len();
-        let is_norm_weight = name.ends_with("LayerNorm.weight");
+        let offset = if around_one(name) { 1.0 } else { 0.0 };
         for _ in 0..n {
-            let v = if is_norm_weight {
-                1.0 + rng.next()
-            } else {
-                rng.next()
-            };
-            data.extend_from_slice(&v.to_le_bytes());
+            data.extend_from_slice(&(offset + rng.next()).to_le_bytes());
         }
         header.insert(
             name.clone(),
@@ -182,9 +199,5 @@ pub fn write(dir: &Path, shape: &Shape, ty: ImportType, file: &str) -> Result<Pa
     let mut st = (header_bytes.len() as u64).to_le_bytes().to_vec();
     st.extend_from_slice(&header_bytes);
     st.extend_from_slice(&data);
-    let st_path = dir.join("model.safetensors");
-    fs::write(&st_path, st).map_err(|e| Error::io(&st_path, e))?;
-    let out = dir.join(file);
-    import_model(dir, &out, ty, "tiny-random-bert")?;
-    Ok(out)
+    fs::write(path, st).map_err(|e| Error::io(path, e))
 }

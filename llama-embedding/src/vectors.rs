@@ -1,6 +1,17 @@
 //! Vector arithmetic shared by the engine, the kernel probe and the tools that compare runs
 //! (a leaf module: it imports nothing of the crate).
 
+/// Matryoshka truncation to `dims` (when given), then L2 normalisation (when `l2`): the
+/// order sentence-transformers applies `truncate_dim` and its Normalize module in.
+pub fn finish(v: &mut Vec<f32>, dims: Option<usize>, l2: bool) {
+    if let Some(d) = dims {
+        v.truncate(d);
+    }
+    if l2 {
+        l2_normalize(v);
+    }
+}
+
 /// Scales `v` to unit length (left as is when it is all zeros).
 pub fn l2_normalize(v: &mut [f32]) {
     let norm = v

@@ -15,18 +15,7 @@ fn st_options() -> EmbedOptions {
     EmbedOptions::default().with_max_tokens(256)
 }
 
-fn embed_all(
-    model: std::sync::Arc<llama_embedding::EmbeddingModel>,
-    texts: Vec<String>,
-    config: BatchConfig,
-) -> Vec<Vec<f32>> {
-    let mut p = BatchProcessor::new(model, config).unwrap();
-    p.process_texts(texts)
-        .unwrap()
-        .into_iter()
-        .map(|o| o.into_embedded().expect("embedded").embedding)
-        .collect()
-}
+use common::embed_all;
 
 #[test]
 fn check8_sentences_match_sentence_transformers() {
@@ -209,6 +198,7 @@ fn engine_rejects_batches_llama_cpp_would_abort_on() {
         threads: 1,
         pooling: Pooling::Mean,
         normalize: Normalize::L2,
+        dimensions: None,
         mode: EngineMode::Aligned,
         align: llama_embedding::engine::TOKEN_ALIGN,
     };

@@ -212,6 +212,7 @@ fn a_request_cancelled_before_it_starts_is_answered_cancelled() {
         normalize: Normalize::L2,
         mode: EngineMode::Exact,
         align: 1,
+        dimensions: None,
     };
     let engine = Engine::start(fake, shape, 1).unwrap();
     let cancel = Arc::new(AtomicBool::new(true));

@@ -18,7 +18,7 @@ use super::mode::{
 };
 use crate::error::{Error, Result};
 use crate::model::{backend, EmbeddingModel, Normalize, Pooling};
-use crate::vectors::{l2_normalize, mean};
+use crate::vectors::{finish, mean};
 
 /// Shape of one engine context.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub struct ContextShape {
     pub threads: usize,
     pub pooling: Pooling,
     pub normalize: Normalize,
+    /// Matryoshka truncation before normalising (`None`: the full vector).
+    pub dimensions: Option<usize>,
     pub mode: EngineMode,
     /// In [`EngineMode::Aligned`], every sequence starts at a multiple of this many tokens
     /// ([`TOKEN_ALIGN`] by default; 16 also makes long texts byte-identical across batch
@@ -221,11 +223,7 @@ impl<'m> EmbeddingContext<'m> {
             let v = self.ctx.embeddings_seq_ith(seq_id as i32).map_err(|e| {
                 decode_err(format!("no pooled embedding for sequence {seq_id}: {e}"))
             })?;
-            let mut v = v.to_vec();
-            if self.shape.normalize == Normalize::L2 {
-                l2_normalize(&mut v);
-            }
-            out.push(v);
+            out.push(self.normalized(v.to_vec()));
         }
         Ok((out, start.elapsed()))
     }
@@ -294,10 +292,10 @@ impl<'m> EmbeddingContext<'m> {
         Ok(mean(&rows, self.model.facts().dimensions))
     }
 
+    /// Truncated to the shape's dimensions, then normalised.
     fn normalized(&self, mut v: Vec<f32>) -> Vec<f32> {
-        if self.shape.normalize == Normalize::L2 {
-            l2_normalize(&mut v);
-        }
+        let l2 = self.shape.normalize == Normalize::L2;
+        finish(&mut v, self.shape.dimensions, l2);
         v
     }
 

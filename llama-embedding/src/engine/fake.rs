@@ -14,7 +14,7 @@ use super::backend::{Backend, Context, Pools};
 use super::context::ContextShape;
 use crate::error::{Error, ItemError, ItemErrorKind, Result};
 use crate::model::{EmbedOptions, Normalize, Pooling, Tokenized};
-use crate::vectors::l2_normalize;
+use crate::vectors::finish;
 
 const CLS: i32 = 1;
 const SEP: i32 = 2;
@@ -237,9 +237,8 @@ impl Context for FakeContext<'_> {
                 .unwrap_or(std::slice::from_ref(&whole));
             for r in ranges {
                 let mut v = self.backend.vector_of_rows(s, r.clone());
-                if self.shape.normalize == Normalize::L2 {
-                    l2_normalize(&mut v);
-                }
+                let l2 = self.shape.normalize == Normalize::L2;
+                finish(&mut v, self.shape.dimensions, l2);
                 out.push(v);
             }
         }

@@ -73,6 +73,7 @@ pub fn plan(
         threads: config.threads_for(workers),
         pooling,
         normalize: config.embed.normalize,
+        dimensions: config.embed.dimensions,
         mode: config.mode,
         align: config.effective_align(),
     };

@@ -36,8 +36,8 @@ pub struct BatchProcessor {
 enum EngineSlot {
     None,
     Owned {
-        requested: Plan,
-        plan: Plan,
+        requested: Box<Plan>,
+        plan: Box<Plan>,
         engine: Arc<Engine>,
     },
     Given(Arc<Engine>),
@@ -269,7 +269,7 @@ impl BatchProcessor {
                 requested: r,
                 plan,
                 engine,
-            } if *r == requested => return Ok((engine.clone(), plan.clone())),
+            } if **r == requested => return Ok((engine.clone(), (**plan).clone())),
             _ => {}
         }
         // Another shape: free the old contexts before making the new ones.
@@ -281,8 +281,8 @@ impl BatchProcessor {
             plan.workers,
         )?);
         self.engine = EngineSlot::Owned {
-            requested,
-            plan: plan.clone(),
+            requested: Box::new(requested),
+            plan: Box::new(plan.clone()),
             engine: engine.clone(),
         };
         Ok((engine, plan))
@@ -367,13 +367,14 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<std::thread::J
 fn check_fits(have: &ContextShape, want: &ContextShape) -> Result<()> {
     let same_vectors = have.pooling == want.pooling
         && have.normalize == want.normalize
+        && have.dimensions == want.dimensions
         && have.mode == want.mode
         && have.align == want.align;
     if !same_vectors {
         return Err(Error::Config(format!(
-            "the engine makes other vectors ({:?} pooling, {:?}, {} mode, align {}) than this run asks for ({:?}, {:?}, {}, {})",
-            have.pooling, have.normalize, have.mode, have.align,
-            want.pooling, want.normalize, want.mode, want.align
+            "the engine makes other vectors ({:?} pooling, {:?}, {:?} dimensions, {} mode, align {}) than this run asks for ({:?}, {:?}, {:?}, {}, {})",
+            have.pooling, have.normalize, have.dimensions, have.mode, have.align,
+            want.pooling, want.normalize, want.dimensions, want.mode, want.align
         )));
     }
     if have.max_sequences < want.max_sequences || have.max_batch_tokens < want.max_batch_tokens {

@@ -87,7 +87,7 @@ pub fn start(model: Arc<EmbeddingModel>, config: &ServeConfig) -> Result<Arc<Ser
         "model_source": config.model_source,
         "model_sha256": settings.model_sha256,
         "architecture": model.facts().architecture,
-        "dimensions": model.dimensions(),
+        "dimensions": service.dimensions(),
         "max_input_length": service.max_tokens(),
         "max_client_batch_size": config.limits.max_inputs,
         "vector_settings": settings,

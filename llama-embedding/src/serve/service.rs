@@ -210,8 +210,9 @@ impl Service {
         self.limits
     }
 
+    /// The length of the vectors it returns (after `--dimensions`).
     pub fn dimensions(&self) -> usize {
-        self.backend.dimensions()
+        self.options.output_dimensions(self.backend.dimensions())
     }
 
     pub fn max_tokens(&self) -> usize {

@@ -79,3 +79,17 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Every text's vector (panics on a failed item).
+pub fn embed_all(
+    model: Arc<EmbeddingModel>,
+    texts: Vec<String>,
+    config: llama_embedding::BatchConfig,
+) -> Vec<Vec<f32>> {
+    let mut p = llama_embedding::BatchProcessor::new(model, config).unwrap();
+    p.process_texts(texts)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.into_embedded().expect("embedded").embedding)
+        .collect()
+}
