@@ -266,6 +266,12 @@ impl Packer {
         let metrics = self.metrics.clone();
         let answer = move |r: crate::engine::Reply| {
             let n = replies.len();
+            // The gauge drops before the answers go out: a client that reads /metrics after
+            // its answer never sees its own texts still counted.
+            waiting.fetch_sub(n, Ordering::AcqRel);
+            metrics
+                .queue_size
+                .set(waiting.load(Ordering::Relaxed) as i64);
             let mut vectors = r.vectors.map(Vec::into_iter);
             for (reply, queue_time) in replies {
                 let vector = match &mut vectors {
@@ -281,10 +287,6 @@ impl Packer {
                 });
             }
             metrics.batch_inference.observe(r.latency.as_secs_f64());
-            waiting.fetch_sub(n, Ordering::AcqRel);
-            metrics
-                .queue_size
-                .set(waiting.load(Ordering::Relaxed) as i64);
             in_flight.fetch_sub(1, Ordering::AcqRel);
             let _ = done.send(());
         };
